@@ -1,0 +1,23 @@
+//! The API Gateway Lambda authorizer (HTTP API, payload 2.0, simple responses)
+//! in front of PUT /org/update and DELETE /org/delete. All logic lives in
+//! `shared::handlers::authorize`.
+
+#![recursion_limit = "256"]
+
+use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
+use shared::config::Function;
+use shared::lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use shared::{handlers, App};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let app = App::init(Function::Authorizer).await?;
+    let tokens = app.tokens()?;
+    run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {
+            Ok::<_, Error>(handlers::authorize(tokens, event.payload).await)
+        },
+    ))
+    .await
+}

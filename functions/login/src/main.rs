@@ -1,0 +1,17 @@
+//! The `login` Lambda: POST /admin/login. All logic lives in `shared::handlers::login`.
+
+use shared::config::Function;
+use shared::lambda_http::{run, service_fn, Error, Request};
+use shared::{handlers, App};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let app = App::init(Function::Login).await?;
+    app.warm().await;
+    let app = &app;
+    run(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(handlers::login(app, req).await)
+    }))
+    .await
+}

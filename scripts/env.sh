@@ -1,0 +1,117 @@
+# Shared by the Makefile's scripts: installs the local tools this project needs
+# and starts (and later stops, by process id) the local services.
+# Source it; do not run it.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+STATE="$ROOT/.local"
+mkdir -p "$STATE"
+
+# Pinned versions of the tools from the package registries.
+PY_TOOLS=(aws-sam-cli==1.170.0 cargo-lambda==1.9.2 ziglang==0.17.1 "moto[server]==5.2.5" schemathesis==4.6.4)
+SECANTUS_VERSION=0.5.3-beta.196
+
+STARTED_PIDS=()
+log() { printf '==> %s\n' "$*" >&2; }
+
+stop_started() {
+  local pid
+  for pid in "${STARTED_PIDS[@]:-}"; do
+    [ -n "$pid" ] || continue
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
+  STARTED_PIDS=()
+}
+
+ensure_venv() {
+  local stamp="$VENV/.tools-$(printf '%s\n' "${PY_TOOLS[@]}" | sha1sum | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
+    log "installing Python-packaged tools into .venv (SAM CLI, cargo-lambda, zig, moto, schemathesis)"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}"
+    touch "$stamp"
+  fi
+  # cargo-lambda finds zig through the first python3 on PATH.
+  export PATH="$VENV/bin:$PATH"
+}
+
+ensure_secantus() {
+  if command -v secantusd-rs >/dev/null 2>&1; then return; fi
+  if [ -x "$HOME/.cargo/bin/secantusd-rs" ]; then export PATH="$HOME/.cargo/bin:$PATH"; return; fi
+  log "installing the SecantusDB server (MongoDB wire protocol; about 8 minutes, once per machine)"
+  if ! command -v cmake >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq cmake >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq cmake >/dev/null; fi
+  fi
+  cargo install --locked --ignore-rust-version secantus-mdb --version "$SECANTUS_VERSION"
+  export PATH="$HOME/.cargo/bin:$PATH"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for_port() { # port seconds what
+  local i
+  for i in $(seq $(( $2 * 10 ))); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "$3 did not start listening on port $1 within $2 s"; return 1
+}
+
+# Starts SecantusDB unless MONGODB_URI is already given; exports MONGODB_URI.
+start_mongo() {
+  if [ -n "${MONGODB_URI:-}" ]; then
+    log "using the MongoDB given in MONGODB_URI"
+    return
+  fi
+  ensure_secantus
+  local port dir
+  port=$(free_port)
+  dir=$(mktemp -d "$STATE/mongo.XXXXXX")
+  secantusd-rs --host 127.0.0.1 --port "$port" --storage-path "$dir/data" \
+    --cache-size 256M --log-file-max 16MB >"$dir/server.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  MONGO_PID=$!
+  wait_for_port "$port" 30 "secantusd-rs" || { cat "$dir/server.log" >&2; return 1; }
+  export MONGODB_URI="mongodb://127.0.0.1:$port/?directConnection=true"
+  export MONGO_DIR="$dir"
+  log "SecantusDB (secantusd-rs) pid $MONGO_PID on port $port, data in $dir"
+}
+
+# Starts a local AWS endpoint (moto) for Secrets Manager and EventBridge.
+start_moto() {
+  local port
+  port=$(free_port)
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$STATE/moto.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  wait_for_port "$port" 30 "moto_server" || { cat "$STATE/moto.log" >&2; return 1; }
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+  export AWS_EC2_METADATA_DISABLED=true
+  log "moto (local AWS endpoint) pid ${STARTED_PIDS[-1]} on port $port"
+}
+
+# Serves the contract's routes with `cargo lambda watch`, each route handled by
+# its function's binary. Exports ORG_API_URL.
+start_local_api() { # port
+  local port=$1
+  cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$port" \
+    --env-var "MONGODB_URI=$MONGODB_URI" \
+    --env-var "MASTER_DB=${MASTER_DB:-master_org_db}" \
+    --env-var "JWT_SECRET=${JWT_SECRET}" \
+    --env-var "BCRYPT_COST=${BCRYPT_COST:-12}" \
+    --env-var "RUST_LOG=${RUST_LOG:-info}" \
+    >"$STATE/api.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  API_PID=$!
+  wait_for_port "$port" 300 "cargo lambda watch" || { tail -50 "$STATE/api.log" >&2; return 1; }
+  export ORG_API_URL="http://127.0.0.1:$port"
+}

@@ -1,0 +1,539 @@
+//! Passwords, signing keys and tokens.
+//!
+//! - Passwords: bcrypt, run on the blocking pool so a hash never stalls the
+//!   async executor; an unknown email still costs one verify.
+//! - Keys: [`KeyProvider`] holds the HMAC signing key, from Secrets Manager
+//!   (current and previous version, cached with a TTL) or, for local runs, from
+//!   the environment.
+//! - Tokens: [`Tokens`] issues and verifies HS256 JWTs per RFC 8725: one pinned
+//!   algorithm, `typ` checked, `iss`/`aud`/`exp`/`iat`/`sub` required, `kid`
+//!   used only to pick among the known key versions, `jku`/`x5u`/`jwk` ignored.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::config::{Secret, SecretSource, TokenConfig};
+use crate::domain::Password;
+use crate::error::ApiError;
+use crate::secrets::SecretStore;
+
+// ---------------------------------------------------------------- passwords
+
+/// Hashes `password` at `cost` on the blocking pool.
+pub async fn hash_password(password: &Password, cost: u32) -> Result<String, ApiError> {
+    let plain = password.expose().to_owned();
+    tokio::task::spawn_blocking(move || bcrypt::hash(plain, cost))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+/// Verifies `password` against `hash`; with no hash (unknown email) it verifies
+/// against a dummy of the same cost, so both cases take the same time.
+pub async fn verify_password(
+    password: &Password,
+    hash: Option<&str>,
+    cost: u32,
+) -> Result<bool, ApiError> {
+    let plain = password.expose().to_owned();
+    let (hash, real) = match hash {
+        Some(h) => (h.to_owned(), true),
+        None => (dummy_hash(cost), false),
+    };
+    let matched = tokio::task::spawn_blocking(move || bcrypt::verify(plain, &hash))
+        .await
+        .map_err(ApiError::internal)?
+        // A stored hash that does not parse is a server-side fault, never the
+        // client's; it must not look like a wrong password either.
+        .map_err(ApiError::internal)?;
+    Ok(real && matched)
+}
+
+/// A syntactically valid bcrypt hash at `cost` that no password matches in
+/// practice; built, not computed, so it costs nothing at start-up.
+fn dummy_hash(cost: u32) -> String {
+    format!("$2b${cost:02}$C6UzMDM.H6dfI/f/IKxGhuTqbUJkUBvDJNvLeSDYGOHTsGaKpwKsC")
+}
+
+// ------------------------------------------------------------------- keys
+
+/// One version of the signing key.
+#[derive(Clone)]
+pub struct SigningKey {
+    pub version: String,
+    secret: Secret,
+}
+
+impl SigningKey {
+    pub fn new(version: impl Into<String>, secret: Secret) -> Self {
+        Self {
+            version: version.into(),
+            secret,
+        }
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({}, [redacted])", self.version)
+    }
+}
+
+/// The key versions that verify: the current one (which also signs) and the
+/// previous one, so that a rotation logs nobody out.
+#[derive(Clone, Debug)]
+pub struct KeySet {
+    pub current: SigningKey,
+    pub previous: Option<SigningKey>,
+}
+
+impl KeySet {
+    fn find(&self, kid: &str) -> Option<&SigningKey> {
+        std::iter::once(&self.current)
+            .chain(self.previous.as_ref())
+            .find(|k| k.version == kid)
+    }
+}
+
+/// Version name of a key given directly in the environment.
+pub const LOCAL_KEY_VERSION: &str = "local";
+
+/// Minimum time between two refreshes caused by an unknown `kid`, so that a
+/// stream of forged tokens cannot turn into a stream of Secrets Manager calls.
+pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+struct Cached {
+    keys: Arc<KeySet>,
+    fetched: Instant,
+}
+
+enum KeySource {
+    Static(Arc<KeySet>),
+    Store { store: SecretStore, arn: String },
+}
+
+pub struct KeyProvider {
+    source: KeySource,
+    ttl: Duration,
+    cache: RwLock<Option<Cached>>,
+    /// When a refresh was last attempted; one refresh at a time.
+    last_attempt: Mutex<Option<Instant>>,
+}
+
+impl KeyProvider {
+    pub fn from_source(
+        source: &SecretSource,
+        store: Option<SecretStore>,
+        ttl: Duration,
+    ) -> Result<Self, ApiError> {
+        let source = match source {
+            SecretSource::Value(secret) => KeySource::Static(Arc::new(KeySet {
+                current: SigningKey::new(LOCAL_KEY_VERSION, secret.clone()),
+                previous: None,
+            })),
+            SecretSource::SecretsManager { arn } => KeySource::Store {
+                store: store.ok_or_else(|| {
+                    ApiError::internal("a secret ARN is configured but no secret store was built")
+                })?,
+                arn: arn.clone(),
+            },
+        };
+        Ok(Self {
+            source,
+            ttl,
+            cache: RwLock::new(None),
+            last_attempt: Mutex::new(None),
+        })
+    }
+
+    pub fn fixed(keys: KeySet) -> Self {
+        Self {
+            source: KeySource::Static(Arc::new(keys)),
+            ttl: Duration::MAX,
+            cache: RwLock::new(None),
+            last_attempt: Mutex::new(None),
+        }
+    }
+
+    /// The keys to sign and verify with. Refreshes past the TTL; while the
+    /// secret store is unreachable the cached keys keep working; with no keys
+    /// at all the answer is a 503.
+    pub async fn keys(&self) -> Result<Arc<KeySet>, ApiError> {
+        let (store, arn) = match &self.source {
+            KeySource::Static(keys) => return Ok(keys.clone()),
+            KeySource::Store { store, arn } => (store, arn),
+        };
+        if let Some(c) = self.cache.read().await.as_ref() {
+            if c.fetched.elapsed() < self.ttl {
+                return Ok(c.keys.clone());
+            }
+        }
+        self.refresh(store, arn, None).await
+    }
+
+    /// The key version named `kid`, refreshing at most once per
+    /// [`UNKNOWN_KID_REFRESH_INTERVAL`] when it is not known yet.
+    pub async fn key_for(&self, kid: &str) -> Result<Option<SigningKey>, ApiError> {
+        let keys = self.keys().await?;
+        if let Some(k) = keys.find(kid) {
+            return Ok(Some(k.clone()));
+        }
+        let KeySource::Store { store, arn } = &self.source else {
+            return Ok(None);
+        };
+        let keys = self
+            .refresh(store, arn, Some(UNKNOWN_KID_REFRESH_INTERVAL))
+            .await?;
+        Ok(keys.find(kid).cloned())
+    }
+
+    async fn refresh(
+        &self,
+        store: &SecretStore,
+        arn: &str,
+        min_interval: Option<Duration>,
+    ) -> Result<Arc<KeySet>, ApiError> {
+        let mut last = self.last_attempt.lock().await;
+        // Someone else may have refreshed while we waited for the lock.
+        if let Some(c) = self.cache.read().await.as_ref() {
+            let recent = last.is_some_and(|t| t.elapsed() < min_interval.unwrap_or(Duration::ZERO));
+            if c.fetched.elapsed() < self.ttl && (min_interval.is_none() || recent) {
+                return Ok(c.keys.clone());
+            }
+        }
+        *last = Some(Instant::now());
+        match store.current_and_previous(arn).await {
+            Ok((current, previous)) => {
+                let keys = Arc::new(KeySet {
+                    current: SigningKey::new(current.version, current.value),
+                    previous: previous.map(|p| SigningKey::new(p.version, p.value)),
+                });
+                *self.cache.write().await = Some(Cached {
+                    keys: keys.clone(),
+                    fetched: Instant::now(),
+                });
+                Ok(keys)
+            }
+            Err(e) => match self.cache.read().await.as_ref() {
+                Some(c) => {
+                    tracing::warn!(error = %crate::error::cause_chain(&e), "signing key refresh failed; using the cached key");
+                    Ok(c.keys.clone())
+                }
+                None => Err(ApiError::unavailable("signing key", e)),
+            },
+        }
+    }
+}
+
+// ----------------------------------------------------------------- tokens
+
+/// What a token says. `org` is the organization's immutable id, so a rename
+/// does not invalidate sessions.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub org: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+}
+
+pub const TOKEN_TYPE: &str = "JWT";
+pub const ALGORITHM: Algorithm = Algorithm::HS256;
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
+pub const LEEWAY_SECS: u64 = 30;
+
+pub struct Tokens {
+    keys: KeyProvider,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+}
+
+/// One message for every way a token can be wrong: a client learns nothing
+/// from which check failed.
+const BAD_TOKEN: ApiError = ApiError::Unauthorized("invalid or expired token");
+
+impl Tokens {
+    pub fn new(keys: KeyProvider, cfg: &TokenConfig) -> Self {
+        Self {
+            keys,
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
+            ttl: cfg.ttl,
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn key_provider(&self) -> &KeyProvider {
+        &self.keys
+    }
+
+    /// A token for admin `admin_id` of organization `org_id`.
+    pub async fn issue(&self, admin_id: &str, org_id: &str) -> Result<String, ApiError> {
+        let keys = self.keys.keys().await?;
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: admin_id.to_owned(),
+            org: org_id.to_owned(),
+            iat: now,
+            nbf: now,
+            exp: now + self.ttl.as_secs(),
+        };
+        let mut header = Header::new(ALGORITHM);
+        header.typ = Some(TOKEN_TYPE.to_owned());
+        header.kid = Some(keys.current.version.clone());
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(keys.current.secret.expose().as_bytes()),
+        )
+        .map_err(ApiError::internal)
+    }
+
+    /// Verifies a token and returns its claims, or a 401.
+    pub async fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| BAD_TOKEN)?;
+        if header.alg != ALGORITHM || header.typ.as_deref() != Some(TOKEN_TYPE) {
+            return Err(BAD_TOKEN);
+        }
+        let key = match header.kid.as_deref() {
+            Some(kid) => self.keys.key_for(kid).await?.ok_or(BAD_TOKEN)?,
+            None => return Err(BAD_TOKEN),
+        };
+        let mut validation = Validation::new(ALGORITHM);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.required_spec_claims = ["exp", "iss", "aud", "sub", "iat", "nbf"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<HashSet<_>>();
+        let data = jsonwebtoken::decode::<Claims>(
+            token,
+            &DecodingKey::from_secret(key.secret.expose().as_bytes()),
+            &validation,
+        )
+        .map_err(|_| BAD_TOKEN)?;
+        let claims = data.claims;
+        let now = jsonwebtoken::get_current_timestamp();
+        if claims.iat > now + LEEWAY_SECS {
+            return Err(BAD_TOKEN);
+        }
+        Ok(claims)
+    }
+
+    /// Reads `Authorization: Bearer <token>` and verifies it.
+    pub async fn verify_bearer(&self, authorization: Option<&str>) -> Result<Claims, ApiError> {
+        let value = authorization.ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        self.verify(token).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> TokenConfig {
+        TokenConfig {
+            key: SecretSource::Value(Secret::new("k")),
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            ttl: Duration::from_secs(60),
+            key_cache_ttl: Duration::from_secs(60),
+        }
+    }
+
+    fn key(version: &str, secret: &str) -> SigningKey {
+        SigningKey::new(version, Secret::new(secret))
+    }
+
+    fn tokens(current: SigningKey, previous: Option<SigningKey>) -> Tokens {
+        Tokens::new(KeyProvider::fixed(KeySet { current, previous }), &cfg())
+    }
+
+    /// Builds a token by hand, so the tests can send what no honest issuer would.
+    fn forge(header: serde_json::Value, claims: serde_json::Value, secret: &str) -> String {
+        use base64::engine::{general_purpose::URL_SAFE_NO_PAD, Engine};
+        use hmac::{Hmac, Mac};
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(signing_input.as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{signing_input}.{sig}")
+    }
+
+    fn claims(now: u64) -> serde_json::Value {
+        serde_json::json!({"iss": "iss", "aud": "aud", "sub": "a", "org": "o", "iat": now, "nbf": now, "exp": now + 60})
+    }
+
+    #[tokio::test]
+    async fn an_issued_token_verifies_and_names_the_org() {
+        let t = tokens(key("v1", "s1"), None);
+        let token = t.issue("admin", "org").await.unwrap();
+        let c = t.verify(&token).await.unwrap();
+        assert_eq!((c.sub.as_str(), c.org.as_str()), ("admin", "org"));
+    }
+
+    #[tokio::test]
+    async fn the_previous_key_still_verifies_after_a_rotation() {
+        let before = tokens(key("v1", "s1"), None);
+        let token = before.issue("a", "o").await.unwrap();
+        let after = tokens(key("v2", "s2"), Some(key("v1", "s1")));
+        assert!(after.verify(&token).await.is_ok());
+        let fresh = after.issue("a", "o").await.unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&fresh).unwrap().kid.as_deref(),
+            Some("v2")
+        );
+        let gone = tokens(key("v3", "s3"), Some(key("v2", "s2")));
+        assert!(gone.verify(&token).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn forged_and_tampered_tokens_are_refused() {
+        let t = tokens(key("v1", "s1"), None);
+        let now = jsonwebtoken::get_current_timestamp();
+        let good = forge(
+            serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": "v1"}),
+            claims(now),
+            "s1",
+        );
+        assert!(
+            t.verify(&good).await.is_ok(),
+            "the forging helper itself must be right"
+        );
+        let cases = [
+            (
+                "alg none",
+                forge(
+                    serde_json::json!({"alg": "none", "typ": "JWT", "kid": "v1"}),
+                    claims(now),
+                    "s1",
+                ),
+            ),
+            (
+                "HS512",
+                forge(
+                    serde_json::json!({"alg": "HS512", "typ": "JWT", "kid": "v1"}),
+                    claims(now),
+                    "s1",
+                ),
+            ),
+            (
+                "no typ",
+                forge(
+                    serde_json::json!({"alg": "HS256", "kid": "v1"}),
+                    claims(now),
+                    "s1",
+                ),
+            ),
+            (
+                "no kid",
+                forge(
+                    serde_json::json!({"alg": "HS256", "typ": "JWT"}),
+                    claims(now),
+                    "s1",
+                ),
+            ),
+            (
+                "unknown kid",
+                forge(
+                    serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": "v9"}),
+                    claims(now),
+                    "s1",
+                ),
+            ),
+            (
+                "other key",
+                forge(
+                    serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": "v1"}),
+                    claims(now),
+                    "other",
+                ),
+            ),
+            (
+                "jku ignored",
+                forge(
+                    serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": "v1", "jku": "https://evil"}),
+                    claims(now),
+                    "other",
+                ),
+            ),
+        ];
+        for (what, token) in cases {
+            assert!(t.verify(&token).await.is_err(), "{what}");
+        }
+        let mut c = claims(now);
+        c["exp"] = serde_json::json!(now - 120);
+        let expired = forge(
+            serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": "v1"}),
+            c,
+            "s1",
+        );
+        assert!(t.verify(&expired).await.is_err(), "expired");
+        for field in ["iss", "aud"] {
+            let mut c = claims(now);
+            c[field] = serde_json::json!("someone-else");
+            let token = forge(
+                serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": "v1"}),
+                c,
+                "s1",
+            );
+            assert!(t.verify(&token).await.is_err(), "{field}");
+        }
+        for field in ["exp", "iss", "aud", "sub", "iat"] {
+            let mut c = claims(now);
+            c.as_object_mut().unwrap().remove(field);
+            let token = forge(
+                serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": "v1"}),
+                c,
+                "s1",
+            );
+            assert!(t.verify(&token).await.is_err(), "missing {field}");
+        }
+        let mut c = claims(now);
+        c["iat"] = serde_json::json!(now + 3600);
+        let future = forge(
+            serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": "v1"}),
+            c,
+            "s1",
+        );
+        assert!(t.verify(&future).await.is_err(), "iat in the future");
+        let mut tampered = good.clone();
+        tampered.insert(tampered.find('.').unwrap() + 2, 'x');
+        assert!(t.verify(&tampered).await.is_err(), "tampered");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_email_costs_one_verify_and_never_matches() {
+        let p = Password::parse("password123").unwrap();
+        assert!(!verify_password(&p, None, 4).await.unwrap());
+        let h = hash_password(&p, 4).await.unwrap();
+        assert!(verify_password(&p, Some(&h), 4).await.unwrap());
+        assert!(!h.contains("password123"));
+    }
+}

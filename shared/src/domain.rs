@@ -1,0 +1,334 @@
+//! Validated domain values: organization names, admin emails and passwords.
+//!
+//! Every value a client sends is parsed into one of these types before anything
+//! touches the database; once parsed, a value is valid everywhere. The parsers are
+//! pure (no I/O) so every rule has a unit test here. Nothing in this module knows
+//! about HTTP or MongoDB beyond the namespace limits MongoDB imposes on names.
+
+use std::fmt;
+
+use crate::error::ApiError;
+
+/// MongoDB's limit on a full namespace (`<database>.<collection>`), in bytes.
+pub const MAX_NAMESPACE_BYTES: usize = 255;
+/// Every tenant collection is named `org_<name>`.
+pub const COLLECTION_PREFIX: &str = "org_";
+/// A hard cap on names regardless of the database name: names are identifiers
+/// people type, and a short cap keeps every key and log line small.
+pub const MAX_ORG_NAME_LEN: usize = 64;
+/// Names that start with one of these are refused: they read like MongoDB's own
+/// namespaces or could be mistaken for service internals.
+pub const RESERVED_PREFIXES: &[&str] = &["system", "admin", "config", "local", "org_"];
+
+/// An organization name: trimmed, lowercase ASCII letters, digits, `_` and `-`,
+/// starting with a letter or digit, short enough that
+/// `<tenant database>.org_<name>` fits MongoDB's namespace limit.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct OrgName(String);
+
+impl OrgName {
+    /// The longest name allowed when tenant collections live in `tenant_db`.
+    pub fn max_len_for(tenant_db: &str) -> usize {
+        let namespace_room =
+            MAX_NAMESPACE_BYTES.saturating_sub(tenant_db.len() + 1 + COLLECTION_PREFIX.len());
+        namespace_room.min(MAX_ORG_NAME_LEN)
+    }
+
+    /// Normalises and validates `raw`; the error names the rule that failed.
+    pub fn parse(raw: &str, tenant_db: &str) -> Result<Self, ApiError> {
+        let field = "organization_name";
+        let name = raw.trim().to_ascii_lowercase();
+        if name.is_empty() {
+            return Err(ApiError::invalid(field, "must not be empty"));
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
+        {
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "may contain only letters a-z, digits, '_' and '-' (found {})",
+                    describe_char(bad)
+                ),
+            ));
+        }
+        let max = Self::max_len_for(tenant_db);
+        if name.len() > max {
+            return Err(ApiError::invalid(
+                field,
+                format!("must be at most {max} characters"),
+            ));
+        }
+        if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(ApiError::invalid(
+                field,
+                "must start with a letter or a digit",
+            ));
+        }
+        if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| name.starts_with(**p)) {
+            return Err(ApiError::invalid(
+                field,
+                format!("must not start with the reserved prefix '{prefix}'"),
+            ));
+        }
+        Ok(Self(name))
+    }
+
+    /// Rebuilds a name read back from the database, where it was stored after
+    /// [`OrgName::parse`]; no validation is repeated.
+    pub(crate) fn from_stored(name: String) -> Self {
+        Self(name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The tenant collection that belongs to this name.
+    pub fn collection_name(&self) -> String {
+        format!("{COLLECTION_PREFIX}{}", self.0)
+    }
+}
+
+impl fmt::Display for OrgName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for OrgName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+fn describe_char(c: char) -> String {
+    if c.is_ascii_graphic() {
+        format!("'{c}'")
+    } else {
+        format!("U+{:04X}", c as u32)
+    }
+}
+
+/// An admin's email address, trimmed and lowercased so that uniqueness does not
+/// depend on how a client capitalised it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+/// RFC 5321 caps a forward path at 256 octets including the angle brackets.
+pub const MAX_EMAIL_LEN: usize = 254;
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let field = "email";
+        let email = raw.trim().to_lowercase();
+        if email.is_empty() {
+            return Err(ApiError::invalid(field, "must not be empty"));
+        }
+        if email.len() > MAX_EMAIL_LEN {
+            return Err(ApiError::invalid(
+                field,
+                format!("must be at most {MAX_EMAIL_LEN} bytes"),
+            ));
+        }
+        if email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | ','))
+        {
+            return Err(ApiError::invalid(
+                field,
+                "must not contain spaces, control characters, quotes, commas or angle brackets",
+            ));
+        }
+        let Some((local, domain)) = email.split_once('@') else {
+            return Err(ApiError::invalid(field, "must contain '@'"));
+        };
+        if local.is_empty() || local.len() > 64 {
+            return Err(ApiError::invalid(
+                field,
+                "the part before '@' must be 1 to 64 characters",
+            ));
+        }
+        let labels_ok = domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+        if !domain.contains('.') || !labels_ok {
+            return Err(ApiError::invalid(
+                field,
+                "must have a domain such as example.com after '@'",
+            ));
+        }
+        Ok(Self(email))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// A plaintext password on its way to bcrypt. `Debug` never shows it.
+#[derive(Clone)]
+pub struct Password(String);
+
+pub const MIN_PASSWORD_BYTES: usize = 8;
+/// bcrypt reads at most 72 bytes; longer passwords are refused rather than
+/// silently truncated (two passwords sharing 72 bytes would both verify).
+pub const MAX_PASSWORD_BYTES: usize = 72;
+
+impl Password {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let field = "password";
+        if raw.len() < MIN_PASSWORD_BYTES {
+            return Err(ApiError::invalid(
+                field,
+                format!("must be at least {MIN_PASSWORD_BYTES} bytes"),
+            ));
+        }
+        if raw.len() > MAX_PASSWORD_BYTES {
+            return Err(ApiError::invalid(
+                field,
+                format!("must be at most {MAX_PASSWORD_BYTES} bytes (bcrypt reads no more)"),
+            ));
+        }
+        if raw.contains('\0') {
+            return Err(ApiError::invalid(field, "must not contain NUL"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DB: &str = "master_org_db";
+
+    fn name_err(raw: &str) -> String {
+        match OrgName::parse(raw, DB) {
+            Ok(n) => panic!("{raw:?} was accepted as {n}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_name_is_trimmed_and_lowercased() {
+        let name = OrgName::parse("  Acme-Corp_2 ", DB).unwrap();
+        assert_eq!(name.as_str(), "acme-corp_2");
+        assert_eq!(name.collection_name(), "org_acme-corp_2");
+    }
+
+    #[test]
+    fn an_empty_name_is_refused() {
+        assert!(name_err("   ").contains("empty"));
+    }
+
+    #[test]
+    fn names_with_namespace_characters_are_refused() {
+        for raw in [
+            "a$b",
+            "a.b",
+            "a b",
+            "a\0b",
+            "system.users",
+            "acme/x",
+            "ümlaut",
+            "a\u{200b}b",
+        ] {
+            assert!(name_err(raw).contains("may contain only"), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_name_must_start_with_a_letter_or_digit() {
+        assert!(name_err("-acme").contains("start with"));
+        assert!(name_err("_acme").contains("start with"));
+    }
+
+    #[test]
+    fn reserved_prefixes_are_refused() {
+        for raw in ["system", "systemx", "admin1", "config", "local-db", "org_x"] {
+            assert!(name_err(raw).contains("reserved"), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn the_length_bound_follows_the_database_name() {
+        assert_eq!(OrgName::max_len_for(DB), MAX_ORG_NAME_LEN);
+        let long_db = "d".repeat(240);
+        assert_eq!(OrgName::max_len_for(&long_db), 255 - 240 - 1 - 4);
+        assert!(OrgName::parse(&"a".repeat(64), DB).is_ok());
+        assert!(name_err(&"a".repeat(65)).contains("at most 64"));
+        assert!(OrgName::parse("abcdefghijk", &long_db).is_err());
+    }
+
+    #[test]
+    fn an_email_is_normalised() {
+        let email = Email::parse("  Admin@Example.COM ").unwrap();
+        assert_eq!(email.as_str(), "admin@example.com");
+    }
+
+    #[test]
+    fn malformed_emails_are_refused() {
+        for raw in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@example",
+            "a@.com",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a@-x.com",
+            "a@x..com",
+            "a\0@x.com",
+        ] {
+            assert!(Email::parse(raw).is_err(), "{raw:?}");
+        }
+        assert!(Email::parse(&format!("{}@x.com", "a".repeat(65))).is_err());
+        assert!(Email::parse(&format!("a@{}.com", "b".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn passwords_are_bounded_by_what_bcrypt_reads() {
+        assert!(Password::parse("short").is_err());
+        assert!(Password::parse(&"x".repeat(72)).is_ok());
+        assert!(Password::parse(&"x".repeat(73)).is_err());
+        // 24 three-byte characters are 72 bytes; one more is over.
+        assert!(Password::parse(&"€".repeat(24)).is_ok());
+        assert!(Password::parse(&"€".repeat(25)).is_err());
+        assert!(Password::parse("with\0nul!").is_err());
+    }
+
+    #[test]
+    fn a_password_never_shows_in_debug_output() {
+        let p = Password::parse("correct horse battery").unwrap();
+        assert!(!format!("{p:?}").contains("horse"));
+    }
+}

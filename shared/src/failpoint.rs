@@ -1,0 +1,34 @@
+//! Named points between the steps of create, rename and delete where a test can
+//! make the process die abruptly, as a Lambda killed at its timeout would.
+//!
+//! Compiled in only with the `failpoints` feature, which no release build
+//! enables; without it [`hit`] is an empty inline function. With it, the
+//! process aborts at the point named by the `ORG_FAILPOINT` variable.
+
+/// Every failpoint, in the order the operations reach them.
+pub const ALL: &[&str] = &[
+    "create:after_org_insert",
+    "create:after_admin_insert",
+    "create:after_collection",
+    "rename:after_claim",
+    "rename:after_credentials",
+    "rename:after_collection_rename",
+    "delete:after_mark",
+    "delete:after_admins",
+    "delete:after_drop",
+];
+
+pub const ENV: &str = "ORG_FAILPOINT";
+
+#[cfg(feature = "failpoints")]
+pub fn hit(name: &str) {
+    debug_assert!(ALL.contains(&name), "unknown failpoint {name}");
+    if std::env::var(ENV).is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}

@@ -1,0 +1,226 @@
+//! The handlers behind each route, and the gateway authorizer.
+//!
+//! Each takes the [`App`] it runs in and a request, and always answers with a
+//! response: an error becomes its status and JSON body here, never a Lambda
+//! invocation error (API Gateway would turn that into an opaque 500).
+
+use std::future::Future;
+
+use aws_lambda_events::apigw::{
+    ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request,
+};
+use lambda_http::{Body, Request, Response};
+use mongodb::bson::oid::ObjectId;
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::auth::{hash_password, verify_password, Claims, Tokens};
+use crate::domain::{Email, OrgName, Password};
+use crate::error::ApiError;
+use crate::http::{self, error_response, json_response};
+use crate::store::{CredentialChange, Organization};
+use crate::App;
+
+const ORGANIZATION_NAME: &str = "organization_name";
+const EMAIL: &str = "email";
+const PASSWORD: &str = "password";
+
+/// Runs one route's logic inside a span that carries the request id, and maps
+/// its outcome to a response.
+async fn serve<F>(route: &'static str, req: &Request, work: F) -> Response<Body>
+where
+    F: Future<Output = Result<Response<Body>, ApiError>>,
+{
+    let span = tracing::info_span!(
+        "request",
+        route,
+        request_id = %http::request_id(req),
+        organization_id = tracing::field::Empty,
+    );
+    async {
+        match work.await {
+            Ok(response) => {
+                tracing::info!(status = response.status().as_u16(), "request served");
+                response
+            }
+            Err(err) => error_response(&err),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn record_org(org_id: &str) {
+    tracing::Span::current().record("organization_id", org_id);
+}
+
+fn object_id(raw: &str) -> Result<ObjectId, ApiError> {
+    ObjectId::parse_str(raw).map_err(|_| ApiError::Unauthorized("invalid or expired token"))
+}
+
+async fn bearer(tokens: &Tokens, req: &Request) -> Result<Claims, ApiError> {
+    let claims = tokens
+        .verify_bearer(http::header(req, "authorization"))
+        .await?;
+    record_org(&claims.org);
+    Ok(claims)
+}
+
+/// POST /admin/login `{email, password}` → `{access_token, token_type, expires_in}`.
+pub async fn login(app: &App, req: Request) -> Response<Body> {
+    serve("POST /admin/login", &req, async {
+        http::require_method(&req, "POST")?;
+        let body = http::json_object(&req, &[EMAIL, PASSWORD])?;
+        let email = Email::parse(body.required(EMAIL)?)?;
+        let password = Password::parse(body.required(PASSWORD)?)?;
+        let store = app.store().await?;
+        let tokens = app.tokens()?;
+
+        let admin = store.find_admin(&email).await?;
+        let matched = verify_password(
+            &password,
+            admin.as_ref().map(|a| a.password_hash.as_str()),
+            app.config.bcrypt_cost,
+        )
+        .await?;
+        const BAD_CREDENTIALS: ApiError = ApiError::Unauthorized("invalid email or password");
+        let admin = admin.filter(|_| matched).ok_or(BAD_CREDENTIALS)?;
+        // The admin of an organization that is being created or deleted
+        // cannot log in yet, or any more.
+        let org = store
+            .find_org_by_id(admin.organization_id)
+            .await?
+            .filter(|o| o.state.allows_login())
+            .ok_or(BAD_CREDENTIALS)?;
+        record_org(&org.id.to_hex());
+        let token = tokens.issue(&admin.id.to_hex(), &org.id.to_hex()).await?;
+        Ok(json_response(
+            200,
+            &json!({
+                "access_token": token,
+                "token_type": "bearer",
+                "expires_in": tokens.ttl().as_secs(),
+            }),
+        ))
+    })
+    .await
+}
+
+/// POST /org/create `{organization_name, email, password}` → 201 org.
+pub async fn create(app: &App, req: Request) -> Response<Body> {
+    serve("POST /org/create", &req, async {
+        http::require_method(&req, "POST")?;
+        let body = http::json_object(&req, &[ORGANIZATION_NAME, EMAIL, PASSWORD])?;
+        let store = app.store().await?;
+        let name = OrgName::parse(body.required(ORGANIZATION_NAME)?, store.tenant_db())?;
+        let email = Email::parse(body.required(EMAIL)?)?;
+        let password = Password::parse(body.required(PASSWORD)?)?;
+        let hash = hash_password(&password, app.config.bcrypt_cost).await?;
+        let org = store.create_org(&name, &email, hash).await?;
+        record_org(&org.id.to_hex());
+        Ok(json_response(201, &Organization::from(&org)))
+    })
+    .await
+}
+
+/// GET /org/get?organization_name= → 200 org.
+pub async fn get(app: &App, req: Request) -> Response<Body> {
+    serve("GET /org/get", &req, async {
+        http::require_method(&req, "GET")?;
+        let store = app.store().await?;
+        let name = OrgName::parse(
+            http::query_param(&req, ORGANIZATION_NAME)?,
+            store.tenant_db(),
+        )?;
+        let org = store.get_org(&name).await?;
+        record_org(&org.id.to_hex());
+        Ok(json_response(200, &Organization::from(&org)))
+    })
+    .await
+}
+
+/// PUT /org/update `{organization_name, email?, password?}` (bearer): renames
+/// the token's organization to `organization_name` and/or changes its admin's
+/// credentials → 200 org.
+pub async fn update(app: &App, req: Request) -> Response<Body> {
+    serve("PUT /org/update", &req, async {
+        http::require_method(&req, "PUT")?;
+        let claims = bearer(app.tokens()?, &req).await?;
+        let body = http::json_object(&req, &[ORGANIZATION_NAME, EMAIL, PASSWORD])?;
+        let store = app.store().await?;
+        let name = OrgName::parse(body.required(ORGANIZATION_NAME)?, store.tenant_db())?;
+        let email = body.optional(EMAIL)?.map(Email::parse).transpose()?;
+        let password = body.optional(PASSWORD)?.map(Password::parse).transpose()?;
+        let password_hash = match &password {
+            Some(p) => Some(hash_password(p, app.config.bcrypt_cost).await?),
+            None => None,
+        };
+        let org = store
+            .update_org(
+                object_id(&claims.org)?,
+                object_id(&claims.sub)?,
+                &name,
+                CredentialChange {
+                    email,
+                    password_hash,
+                },
+            )
+            .await?;
+        Ok(json_response(200, &Organization::from(&org)))
+    })
+    .await
+}
+
+/// DELETE /org/delete?organization_name= (bearer) → 200 `{status, organization}`.
+pub async fn delete(app: &App, req: Request) -> Response<Body> {
+    serve("DELETE /org/delete", &req, async {
+        http::require_method(&req, "DELETE")?;
+        let claims = bearer(app.tokens()?, &req).await?;
+        let store = app.store().await?;
+        let name = OrgName::parse(
+            http::query_param(&req, ORGANIZATION_NAME)?,
+            store.tenant_db(),
+        )?;
+        let org = store
+            .delete_org(object_id(&claims.org)?, object_id(&claims.sub)?, &name)
+            .await?;
+        Ok(json_response(
+            200,
+            &json!({ "status": "deleted", "organization": Organization::from(&org) }),
+        ))
+    })
+    .await
+}
+
+/// The API Gateway (HTTP API, payload 2.0, simple responses) authorizer: the
+/// same token check the functions run, with the admin and organization ids
+/// passed on in the context. Any failure is a plain deny.
+pub async fn authorize(
+    tokens: &Tokens,
+    event: ApiGatewayV2CustomAuthorizerV2Request,
+) -> ApiGatewayV2CustomAuthorizerSimpleResponse {
+    let authorization = event
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            event
+                .identity_source
+                .as_ref()
+                .and_then(|s| s.first().cloned())
+        });
+    let mut response = ApiGatewayV2CustomAuthorizerSimpleResponse::default();
+    match tokens.verify_bearer(authorization.as_deref()).await {
+        Ok(claims) => {
+            response.is_authorized = true;
+            response.context = json!({ "admin_id": claims.sub, "organization_id": claims.org });
+        }
+        Err(err) => {
+            tracing::info!(reason = %err, "authorization denied");
+            response.is_authorized = false;
+            response.context = json!({});
+        }
+    }
+    response
+}

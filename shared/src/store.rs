@@ -1,0 +1,802 @@
+//! The master database and the tenant collections: every MongoDB call lives here.
+//!
+//! Create, rename and delete are each a short sequence of idempotent steps whose
+//! progress is recorded on the organization document (`state` plus `pending`).
+//! A crash between two steps leaves the organization in a non-active state that
+//! names the operation and carries what is needed to finish it; whoever meets it
+//! next after its lease has run out (a retry, or any other request) rolls it
+//! forward, or back where forward is impossible. See `docs/lifecycle.md`.
+//!
+//! Uniqueness is the server's job, never a read-then-write check here: unique
+//! indexes on `names` (every name an organization holds, including the one a
+//! rename is moving to), `name`, `collection_name` and the admin `email`.
+//!
+//! What lives elsewhere: validation (`domain`), hashing (`auth`), HTTP (`http`).
+
+use std::time::Duration;
+
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+use tracing::instrument;
+
+use crate::config::DatabaseConfig;
+use crate::domain::{Email, OrgName};
+use crate::error::ApiError;
+use crate::failpoint;
+
+pub const ORGANIZATIONS: &str = "organizations";
+pub const ADMINS: &str = "admins";
+
+const DUPLICATE_KEY: i32 = 11000;
+const NAMESPACE_NOT_FOUND: i32 = 26;
+const NAMESPACE_EXISTS: i32 = 48;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrgState {
+    Active,
+    Creating,
+    Renaming,
+    Deleting,
+}
+
+impl OrgState {
+    fn as_str(self) -> &'static str {
+        match self {
+            OrgState::Active => "active",
+            OrgState::Creating => "creating",
+            OrgState::Renaming => "renaming",
+            OrgState::Deleting => "deleting",
+        }
+    }
+
+    /// An admin may log in while the organization is active or being renamed
+    /// (the token names the immutable id), not while it is half-made or going.
+    pub fn allows_login(self) -> bool {
+        matches!(self, OrgState::Active | OrgState::Renaming)
+    }
+
+    fn in_progress(self) -> &'static str {
+        match self {
+            OrgState::Active => "in use",
+            OrgState::Creating => "being created",
+            OrgState::Renaming => "being renamed",
+            OrgState::Deleting => "being deleted",
+        }
+    }
+}
+
+/// What an unfinished operation needs in order to be finished by someone else.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pending {
+    /// Identifies one attempt, so that only it can complete or undo itself.
+    pub op_id: ObjectId,
+    pub started_at: DateTime,
+    /// Create: the admin to insert. The hash is removed once the org is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    /// Rename: where from and where to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_name: Option<String>,
+}
+
+impl Pending {
+    fn new(now: DateTime) -> Self {
+        Self {
+            op_id: ObjectId::new(),
+            started_at: now,
+            admin_email: None,
+            password_hash: None,
+            from_name: None,
+            to_name: None,
+        }
+    }
+}
+
+/// A document of `organizations`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OrgDoc {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub name: String,
+    /// The names this organization holds: its own, plus the target of a rename
+    /// in progress. A unique (multikey) index makes a claim atomic.
+    pub names: Vec<String>,
+    pub collection_name: String,
+    pub admin_id: ObjectId,
+    pub created_at: DateTime,
+    pub updated_at: DateTime,
+    pub state: OrgState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+}
+
+/// A document of `admins`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdminDoc {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub email: String,
+    pub password_hash: String,
+    pub organization_id: ObjectId,
+    pub created_at: DateTime,
+}
+
+/// An organization as clients see it. Never holds a hash or internal state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Organization {
+    pub organization_id: String,
+    pub organization_name: String,
+    pub collection_name: String,
+    pub admin_id: String,
+    pub created_at: String,
+}
+
+impl From<&OrgDoc> for Organization {
+    fn from(doc: &OrgDoc) -> Self {
+        Self {
+            organization_id: doc.id.to_hex(),
+            organization_name: doc.name.clone(),
+            collection_name: doc.collection_name.clone(),
+            admin_id: doc.admin_id.to_hex(),
+            created_at: doc
+                .created_at
+                .try_to_rfc3339_string()
+                .unwrap_or_else(|_| doc.created_at.timestamp_millis().to_string()),
+        }
+    }
+}
+
+/// A change to the admin's credentials, applied with a rename or on its own.
+#[derive(Default)]
+pub struct CredentialChange {
+    pub email: Option<Email>,
+    pub password_hash: Option<String>,
+}
+
+impl CredentialChange {
+    fn is_empty(&self) -> bool {
+        self.email.is_none() && self.password_hash.is_none()
+    }
+}
+
+pub struct Store {
+    client: Client,
+    master: Database,
+    tenant: Database,
+    tenant_db: String,
+    orgs: Collection<OrgDoc>,
+    admins: Collection<AdminDoc>,
+    lease: Duration,
+    indexes: OnceCell<()>,
+}
+
+/// Maps a driver error: the database being unreachable is a 503, anything else
+/// unexpected is a 500 whose cause is logged, not returned.
+pub fn db_error(err: mongodb::error::Error) -> ApiError {
+    let unreachable = matches!(
+        *err.kind,
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+            | ErrorKind::DnsResolve { .. }
+            | ErrorKind::Authentication { .. }
+    ) || err.contains_label("RetryableWriteError")
+        || matches!(
+            server_code(&err),
+            Some(10107 | 13435 | 11600 | 11602 | 189 | 91)
+        );
+    if unreachable {
+        ApiError::unavailable("database", err)
+    } else {
+        ApiError::internal(err)
+    }
+}
+
+fn server_code(err: &mongodb::error::Error) -> Option<i32> {
+    match &*err.kind {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Some(w.code),
+        _ => None,
+    }
+}
+
+fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    server_code(err) == Some(DUPLICATE_KEY)
+}
+
+fn conflict_in_progress(doc: &OrgDoc) -> ApiError {
+    ApiError::conflict(
+        "operation_in_progress",
+        format!(
+            "organization '{}' is {}; retry shortly",
+            doc.name,
+            doc.state.in_progress()
+        ),
+    )
+}
+
+fn name_taken(name: &OrgName) -> ApiError {
+    ApiError::conflict(
+        "organization_exists",
+        format!("organization name '{name}' is taken"),
+    )
+}
+
+/// A token whose admin is no longer this organization's admin (it was
+/// replaced) acts for nobody.
+fn check_admin(org: &OrgDoc, admin_id: ObjectId) -> Result<(), ApiError> {
+    if org.admin_id == admin_id {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "the token does not belong to this organization's admin",
+        ))
+    }
+}
+
+fn email_taken() -> ApiError {
+    ApiError::conflict("email_taken", "an admin with this email already exists")
+}
+
+impl Store {
+    /// Builds the client with settings for Lambda: a small pool, idle
+    /// connections closed before the platform freezes them for long, and short
+    /// selection and connect timeouts so an outage is a prompt 503. No I/O
+    /// happens here beyond DNS for `mongodb+srv` URIs.
+    pub async fn connect(cfg: &DatabaseConfig, uri: &str) -> Result<Self, ApiError> {
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| ApiError::unavailable("database", e))?;
+        options
+            .app_name
+            .get_or_insert_with(|| "org-service".to_owned());
+        options.max_pool_size = Some(options.max_pool_size.unwrap_or(4));
+        options.min_pool_size = Some(0);
+        options.max_idle_time = Some(Duration::from_secs(60));
+        options.server_selection_timeout = Some(cfg.timeout);
+        options.connect_timeout = Some(cfg.timeout);
+        let client =
+            Client::with_options(options).map_err(|e| ApiError::unavailable("database", e))?;
+        Ok(Self::from_client(client, cfg))
+    }
+
+    pub fn from_client(client: Client, cfg: &DatabaseConfig) -> Self {
+        let master = client.database(&cfg.master_db);
+        let tenant = client.database(&cfg.tenant_db);
+        Self {
+            orgs: master.collection(ORGANIZATIONS),
+            admins: master.collection(ADMINS),
+            client,
+            master,
+            tenant,
+            tenant_db: cfg.tenant_db.clone(),
+            lease: cfg.operation_lease,
+            indexes: OnceCell::new(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn master(&self) -> &Database {
+        &self.master
+    }
+
+    pub fn tenant(&self) -> &Database {
+        &self.tenant
+    }
+
+    pub fn tenant_db(&self) -> &str {
+        &self.tenant_db
+    }
+
+    /// Creates the unique indexes once per execution environment, before the
+    /// first write that relies on them. `createIndexes` is idempotent, so many
+    /// environments doing this at once is harmless.
+    pub async fn ensure_indexes(&self) -> Result<(), ApiError> {
+        self.indexes
+            .get_or_try_init(|| async {
+                let unique = |keys: Document, name: &str| {
+                    IndexModel::builder()
+                        .keys(keys)
+                        .options(
+                            IndexOptions::builder()
+                                .unique(true)
+                                .name(name.to_owned())
+                                .build(),
+                        )
+                        .build()
+                };
+                self.orgs
+                    .create_indexes([
+                        unique(doc! { "names": 1 }, "names_unique"),
+                        unique(doc! { "name": 1 }, "name_unique"),
+                        unique(doc! { "collection_name": 1 }, "collection_name_unique"),
+                    ])
+                    .await
+                    .map_err(db_error)?;
+                self.admins
+                    .create_indexes([
+                        unique(doc! { "email": 1 }, "email_unique"),
+                        IndexModel::builder()
+                            .keys(doc! { "organization_id": 1 })
+                            .options(
+                                IndexOptions::builder()
+                                    .name("organization_id".to_owned())
+                                    .build(),
+                            )
+                            .build(),
+                    ])
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn is_stale(&self, doc: &OrgDoc) -> bool {
+        let Some(pending) = &doc.pending else {
+            return true;
+        };
+        let age_ms = DateTime::now().timestamp_millis() - pending.started_at.timestamp_millis();
+        age_ms >= self.lease.as_millis() as i64
+    }
+
+    /// Brings an organization met in any state to a settled one: active
+    /// (`Some`) or gone (`None`). An operation still within its lease is left
+    /// alone and reported as a 409; one past it is finished here.
+    async fn settle(&self, doc: OrgDoc) -> Result<Option<OrgDoc>, ApiError> {
+        if doc.state == OrgState::Active {
+            return Ok(Some(doc));
+        }
+        if !self.is_stale(&doc) {
+            return Err(conflict_in_progress(&doc));
+        }
+        tracing::warn!(
+            organization_id = %doc.id,
+            state = doc.state.as_str(),
+            "finishing an operation abandoned past its lease"
+        );
+        match doc.state {
+            OrgState::Active => Ok(Some(doc)),
+            OrgState::Creating => match self.finish_create(&doc).await {
+                Ok(done) => Ok(Some(done)),
+                Err(ApiError::Conflict {
+                    code: "email_taken",
+                    ..
+                }) => Ok(None),
+                Err(e) => Err(e),
+            },
+            OrgState::Renaming => self.finish_rename(&doc).await.map(Some),
+            OrgState::Deleting => self.finish_delete(&doc).await.map(|_| None),
+        }
+    }
+
+    async fn find_org(&self, filter: Document) -> Result<Option<OrgDoc>, ApiError> {
+        self.orgs.find_one(filter).await.map_err(db_error)
+    }
+
+    async fn require_org(&self, filter: Document) -> Result<OrgDoc, ApiError> {
+        self.find_org(filter)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("organization not found".into()))
+    }
+
+    /// The active organization called `name`.
+    #[instrument(skip(self), fields(organization_name = %name))]
+    pub async fn get_org(&self, name: &OrgName) -> Result<OrgDoc, ApiError> {
+        let doc = self.require_org(doc! { "name": name.as_str() }).await?;
+        self.settle(doc)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("organization not found".into()))
+    }
+
+    /// The active organization with this id.
+    #[instrument(skip(self), fields(organization_id = %id))]
+    pub async fn get_org_by_id(&self, id: ObjectId) -> Result<OrgDoc, ApiError> {
+        let doc = self.require_org(doc! { "_id": id }).await?;
+        self.settle(doc)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("organization not found".into()))
+    }
+
+    #[instrument(skip(self))]
+    pub async fn find_admin(&self, email: &Email) -> Result<Option<AdminDoc>, ApiError> {
+        self.admins
+            .find_one(doc! { "email": email.as_str() })
+            .await
+            .map_err(db_error)
+    }
+
+    /// The organization doc as stored, in whatever state, for login checks.
+    pub async fn find_org_by_id(&self, id: ObjectId) -> Result<Option<OrgDoc>, ApiError> {
+        self.find_org(doc! { "_id": id }).await
+    }
+
+    /// Creates an organization, its admin and its tenant collection.
+    #[instrument(skip(self, email, password_hash), fields(organization_name = %name))]
+    pub async fn create_org(
+        &self,
+        name: &OrgName,
+        email: &Email,
+        password_hash: String,
+    ) -> Result<OrgDoc, ApiError> {
+        self.ensure_indexes().await?;
+        let now = DateTime::now();
+        let mut pending = Pending::new(now);
+        pending.admin_email = Some(email.as_str().to_owned());
+        pending.password_hash = Some(password_hash);
+        let org = OrgDoc {
+            id: ObjectId::new(),
+            name: name.as_str().to_owned(),
+            names: vec![name.as_str().to_owned()],
+            collection_name: name.collection_name(),
+            admin_id: ObjectId::new(),
+            created_at: now,
+            updated_at: now,
+            state: OrgState::Creating,
+            pending: Some(pending),
+        };
+        // The second attempt covers a holder of the name that turned out to be
+        // an abandoned operation, finished (and gone) by `settle`.
+        for _ in 0..2 {
+            match self.orgs.insert_one(&org).await {
+                Ok(_) => {
+                    failpoint::hit("create:after_org_insert");
+                    return self.finish_create(&org).await;
+                }
+                Err(e) if is_duplicate_key(&e) => {
+                    let holder = self
+                        .find_org(doc! { "$or": [
+                            { "names": name.as_str() },
+                            { "collection_name": name.collection_name() },
+                        ] })
+                        .await?;
+                    if let Some(holder) = holder {
+                        if self.settle(holder).await?.is_some() {
+                            return Err(name_taken(name));
+                        }
+                    }
+                }
+                Err(e) => return Err(db_error(e)),
+            }
+        }
+        Err(name_taken(name))
+    }
+
+    /// Steps 2-4 of create, each idempotent: insert the admin, create the
+    /// collection, mark active. If the email turns out to be taken, the
+    /// organization is rolled back and the caller gets a 409.
+    async fn finish_create(&self, org: &OrgDoc) -> Result<OrgDoc, ApiError> {
+        let pending = org
+            .pending
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("creating organization without pending data"))?;
+        let (Some(email), Some(hash)) = (&pending.admin_email, &pending.password_hash) else {
+            return Err(ApiError::internal(
+                "creating organization without its admin",
+            ));
+        };
+        let admin = AdminDoc {
+            id: org.admin_id,
+            email: email.clone(),
+            password_hash: hash.clone(),
+            organization_id: org.id,
+            created_at: org.created_at,
+        };
+        match self.admins.insert_one(&admin).await {
+            Ok(_) => {}
+            Err(e) if is_duplicate_key(&e) => {
+                let ours = self
+                    .admins
+                    .find_one(doc! { "_id": org.admin_id })
+                    .await
+                    .map_err(db_error)?;
+                if ours.is_none() {
+                    self.roll_back_create(org).await?;
+                    return Err(email_taken());
+                }
+            }
+            Err(e) => return Err(db_error(e)),
+        }
+        failpoint::hit("create:after_admin_insert");
+
+        self.create_tenant_collection(&org.collection_name).await?;
+        failpoint::hit("create:after_collection");
+
+        let activated = self
+            .orgs
+            .find_one_and_update(
+                doc! { "_id": org.id, "state": OrgState::Creating.as_str() },
+                doc! {
+                    "$set": { "state": OrgState::Active.as_str(), "updated_at": DateTime::now() },
+                    "$unset": { "pending": "" },
+                },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)?;
+        match activated {
+            Some(doc) => Ok(doc),
+            // Someone else finished it first: report what is there now.
+            None => self
+                .find_org(doc! { "_id": org.id })
+                .await?
+                .filter(|d| d.state == OrgState::Active)
+                .ok_or_else(|| conflict_in_progress(org)),
+        }
+    }
+
+    async fn roll_back_create(&self, org: &OrgDoc) -> Result<(), ApiError> {
+        self.admins
+            .delete_one(doc! { "_id": org.admin_id })
+            .await
+            .map_err(db_error)?;
+        self.drop_tenant_collection(&org.collection_name).await?;
+        self.orgs
+            .delete_one(doc! { "_id": org.id, "state": OrgState::Creating.as_str() })
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn create_tenant_collection(&self, name: &str) -> Result<(), ApiError> {
+        match self.tenant.create_collection(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if server_code(&e) == Some(NAMESPACE_EXISTS) => Ok(()),
+            Err(e) => Err(db_error(e)),
+        }
+    }
+
+    async fn drop_tenant_collection(&self, name: &str) -> Result<(), ApiError> {
+        match self.tenant.collection::<Document>(name).drop().await {
+            Ok(()) => Ok(()),
+            Err(e) if server_code(&e) == Some(NAMESPACE_NOT_FOUND) => Ok(()),
+            Err(e) => Err(db_error(e)),
+        }
+    }
+
+    /// Renames the organization `org_id` to `new_name` and/or changes its
+    /// admin's credentials.
+    #[instrument(skip(self, credentials), fields(organization_id = %org_id, new_name = %new_name))]
+    pub async fn update_org(
+        &self,
+        org_id: ObjectId,
+        admin_id: ObjectId,
+        new_name: &OrgName,
+        credentials: CredentialChange,
+    ) -> Result<OrgDoc, ApiError> {
+        self.ensure_indexes().await?;
+        let org = self.get_org_by_id(org_id).await?;
+        check_admin(&org, admin_id)?;
+        if org.name == new_name.as_str() {
+            self.change_credentials(&org, &credentials).await?;
+            return Ok(org);
+        }
+
+        // Claim the new name and record the rename in one atomic update.
+        let now = DateTime::now();
+        let mut pending = Pending::new(now);
+        pending.from_name = Some(org.name.clone());
+        pending.to_name = Some(new_name.as_str().to_owned());
+        let op_id = pending.op_id;
+        let pending_doc = mongodb::bson::to_document(&pending).map_err(ApiError::internal)?;
+        let claimed = self
+            .orgs
+            .find_one_and_update(
+                doc! { "_id": org.id, "state": OrgState::Active.as_str(), "name": &org.name },
+                doc! { "$set": {
+                    "state": OrgState::Renaming.as_str(),
+                    "names": [&org.name, new_name.as_str()],
+                    "pending": pending_doc,
+                    "updated_at": now,
+                } },
+            )
+            .return_document(ReturnDocument::After)
+            .await;
+        let claimed = match claimed {
+            Ok(Some(doc)) => doc,
+            Ok(None) => {
+                let current = self.require_org(doc! { "_id": org.id }).await?;
+                return Err(conflict_in_progress(&current));
+            }
+            Err(e) if is_duplicate_key(&e) => return Err(name_taken(new_name)),
+            Err(e) => return Err(db_error(e)),
+        };
+        failpoint::hit("rename:after_claim");
+
+        if let Err(e) = self.change_credentials(&claimed, &credentials).await {
+            // Give the new name back; the rename never started moving data.
+            self.orgs
+                .update_one(
+                    doc! { "_id": org.id, "pending.op_id": op_id },
+                    doc! {
+                        "$set": { "state": OrgState::Active.as_str(), "names": [&org.name] },
+                        "$unset": { "pending": "" },
+                    },
+                )
+                .await
+                .map_err(db_error)?;
+            return Err(e);
+        }
+        failpoint::hit("rename:after_credentials");
+        self.finish_rename(&claimed).await
+    }
+
+    async fn change_credentials(
+        &self,
+        org: &OrgDoc,
+        change: &CredentialChange,
+    ) -> Result<(), ApiError> {
+        if change.is_empty() {
+            return Ok(());
+        }
+        let mut set = Document::new();
+        if let Some(email) = &change.email {
+            set.insert("email", email.as_str());
+        }
+        if let Some(hash) = &change.password_hash {
+            set.insert("password_hash", hash.as_str());
+        }
+        match self
+            .admins
+            .update_one(
+                doc! { "_id": org.admin_id, "organization_id": org.id },
+                doc! { "$set": set },
+            )
+            .await
+        {
+            Ok(r) if r.matched_count == 1 => Ok(()),
+            Ok(_) => Err(ApiError::NotFound("admin not found".into())),
+            Err(e) if is_duplicate_key(&e) => Err(email_taken()),
+            Err(e) => Err(db_error(e)),
+        }
+    }
+
+    /// Steps 2-3 of rename: move the collection with the server's
+    /// `renameCollection` (a metadata change on mongod; indexes come along),
+    /// then make the new name the organization's only name.
+    async fn finish_rename(&self, org: &OrgDoc) -> Result<OrgDoc, ApiError> {
+        let pending = org
+            .pending
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("renaming organization without pending data"))?;
+        let (Some(from), Some(to)) = (&pending.from_name, &pending.to_name) else {
+            return Err(ApiError::internal("renaming organization without names"));
+        };
+        let from_ns = format!(
+            "{}.{}",
+            self.tenant_db,
+            OrgName::from_stored(from.clone()).collection_name()
+        );
+        let to_collection = OrgName::from_stored(to.clone()).collection_name();
+        let to_ns = format!("{}.{}", self.tenant_db, to_collection);
+        let renamed = self
+            .client
+            .database("admin")
+            .run_command(doc! { "renameCollection": &from_ns, "to": &to_ns, "dropTarget": false })
+            .await;
+        match renamed {
+            Ok(_) => {}
+            Err(e) if server_code(&e) == Some(NAMESPACE_NOT_FOUND) => {
+                // Already moved by an earlier attempt, if the target is there.
+                if !self.tenant_collection_exists(&to_collection).await? {
+                    tracing::error!(organization_id = %org.id, "tenant collection missing during rename; recreating it empty");
+                    self.create_tenant_collection(&to_collection).await?;
+                }
+            }
+            Err(e) => return Err(db_error(e)),
+        }
+        failpoint::hit("rename:after_collection_rename");
+
+        let done = self
+            .orgs
+            .find_one_and_update(
+                doc! { "_id": org.id, "state": OrgState::Renaming.as_str(), "pending.op_id": pending.op_id },
+                doc! {
+                    "$set": {
+                        "state": OrgState::Active.as_str(),
+                        "name": to,
+                        "names": [to],
+                        "collection_name": &to_collection,
+                        "updated_at": DateTime::now(),
+                    },
+                    "$unset": { "pending": "" },
+                },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)?;
+        match done {
+            Some(doc) => Ok(doc),
+            None => self
+                .find_org(doc! { "_id": org.id })
+                .await?
+                .filter(|d| d.state == OrgState::Active && &d.name == to)
+                .ok_or_else(|| conflict_in_progress(org)),
+        }
+    }
+
+    async fn tenant_collection_exists(&self, name: &str) -> Result<bool, ApiError> {
+        let names = self
+            .tenant
+            .list_collection_names()
+            .filter(doc! { "name": name })
+            .await
+            .map_err(db_error)?;
+        Ok(!names.is_empty())
+    }
+
+    /// Deletes the organization called `name`, which must be `org_id`.
+    #[instrument(skip(self), fields(organization_id = %org_id, organization_name = %name))]
+    pub async fn delete_org(
+        &self,
+        org_id: ObjectId,
+        admin_id: ObjectId,
+        name: &OrgName,
+    ) -> Result<OrgDoc, ApiError> {
+        self.ensure_indexes().await?;
+        let org = self.require_org(doc! { "name": name.as_str() }).await?;
+        if org.id != org_id {
+            return Err(ApiError::Forbidden(
+                "the token does not belong to this organization",
+            ));
+        }
+        check_admin(&org, admin_id)?;
+        let org = self
+            .settle(org)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("organization not found".into()))?;
+        let pending = Pending::new(DateTime::now());
+        let pending_doc = mongodb::bson::to_document(&pending).map_err(ApiError::internal)?;
+        let marked = self
+            .orgs
+            .find_one_and_update(
+                doc! { "_id": org.id, "state": OrgState::Active.as_str() },
+                doc! { "$set": {
+                    "state": OrgState::Deleting.as_str(),
+                    "pending": pending_doc,
+                    "updated_at": DateTime::now(),
+                } },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)?;
+        let Some(marked) = marked else {
+            let current = self.require_org(doc! { "_id": org.id }).await?;
+            return Err(conflict_in_progress(&current));
+        };
+        failpoint::hit("delete:after_mark");
+        self.finish_delete(&marked).await?;
+        Ok(org)
+    }
+
+    /// Steps 2-4 of delete: admins first (so nobody can log in to a
+    /// half-deleted organization), then the collection, then the record.
+    async fn finish_delete(&self, org: &OrgDoc) -> Result<(), ApiError> {
+        self.admins
+            .delete_many(doc! { "organization_id": org.id })
+            .await
+            .map_err(db_error)?;
+        failpoint::hit("delete:after_admins");
+        self.drop_tenant_collection(&org.collection_name).await?;
+        failpoint::hit("delete:after_drop");
+        self.orgs
+            .delete_one(doc! { "_id": org.id, "state": OrgState::Deleting.as_str() })
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}
