@@ -623,7 +623,11 @@ impl Store {
                 .update_one(
                     doc! { "_id": org.id, "pending.op_id": op_id },
                     doc! {
-                        "$set": { "state": OrgState::Active.as_str(), "names": [&org.name] },
+                        "$set": {
+                            "state": OrgState::Active.as_str(),
+                            "names": [&org.name],
+                            "updated_at": org.updated_at,
+                        },
                         "$unset": { "pending": "" },
                     },
                 )

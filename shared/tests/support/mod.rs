@@ -1,0 +1,362 @@
+//! Test support: one fresh database per test on the real server named by
+//! `MONGODB_URI` (started by `make test`), API Gateway v2 events built the way
+//! the gateway sends them, and the handlers called directly.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use mongodb::Client;
+use serde_json::{json, Value};
+use shared::auth::{KeyProvider, KeySet, SigningKey, Tokens};
+use shared::config::{Config, DatabaseConfig, Secret, SecretSource, TokenConfig};
+use shared::lambda_http::{Body, Request, Response};
+use shared::store::Store;
+use shared::{handlers, App};
+
+pub const PASSWORD: &str = "correct-horse-battery";
+pub const JWT_SECRET: &str = "test-signing-key-0123456789";
+
+pub fn mongodb_uri() -> String {
+    std::env::var("MONGODB_URI")
+        .expect("MONGODB_URI must name a MongoDB server; `make test` starts one")
+}
+
+/// A unique database name, short enough for MongoDB's 64-byte limit.
+pub fn fresh_db_name() -> String {
+    format!("t{}", ObjectId::new().to_hex())
+}
+
+pub fn database_config(uri: &str, db: &str) -> DatabaseConfig {
+    DatabaseConfig {
+        uri: SecretSource::Value(Secret::new(uri)),
+        master_db: db.to_owned(),
+        tenant_db: db.to_owned(),
+        timeout: Duration::from_secs(5),
+        operation_lease: Duration::from_secs(120),
+    }
+}
+
+pub fn token_config() -> TokenConfig {
+    TokenConfig {
+        key: SecretSource::Value(Secret::new(JWT_SECRET)),
+        issuer: "org-service".into(),
+        audience: "org-service-api".into(),
+        ttl: Duration::from_secs(3600),
+        key_cache_ttl: Duration::from_secs(300),
+    }
+}
+
+pub struct TestApp {
+    pub app: App,
+    pub db: String,
+    pub client: Client,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub response: Response<Body>,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// A test app whose database settings `tweak` may change.
+    pub async fn with(tweak: impl FnOnce(&mut DatabaseConfig)) -> Self {
+        let uri = mongodb_uri();
+        let db = fresh_db_name();
+        let mut dbc = database_config(&uri, &db);
+        tweak(&mut dbc);
+        let config = Config {
+            database: Some(dbc.clone()),
+            tokens: Some(token_config()),
+            bcrypt_cost: 4,
+        };
+        let store = Store::connect(&dbc, &uri).await.expect("connect");
+        let client = store.client().clone();
+        let tokens = Tokens::new(
+            KeyProvider::fixed(KeySet {
+                current: SigningKey::new("local", Secret::new(JWT_SECRET)),
+                previous: None,
+            }),
+            &token_config(),
+        );
+        let app = App::with_store(config, store, Some(tokens));
+        Self { app, db, client }
+    }
+
+    pub fn store(&self) -> &Store {
+        futures_now(self.app.store())
+    }
+
+    pub fn database(&self) -> mongodb::Database {
+        self.client.database(&self.db)
+    }
+
+    pub async fn call(&self, req: Request) -> Reply {
+        let route = (
+            req.method().as_str().to_owned(),
+            req.uri().path().to_owned(),
+        );
+        let response = match (route.0.as_str(), route.1.as_str()) {
+            ("POST", "/admin/login") => handlers::login(&self.app, req).await,
+            ("POST", "/org/create") => handlers::create(&self.app, req).await,
+            ("GET", "/org/get") => handlers::get(&self.app, req).await,
+            ("PUT", "/org/update") => handlers::update(&self.app, req).await,
+            ("DELETE", "/org/delete") => handlers::delete(&self.app, req).await,
+            other => panic!("no route {other:?}"),
+        };
+        reply(response)
+    }
+
+    pub async fn create(&self, name: &str, email: &str) -> Reply {
+        self.call(post(
+            "/org/create",
+            &json!({"organization_name": name, "email": email, "password": PASSWORD}),
+        ))
+        .await
+    }
+
+    /// Creates an org and logs its admin in; returns the org body and the token.
+    pub async fn create_and_login(&self, name: &str) -> (Value, String) {
+        let email = format!("admin@{name}.example");
+        let created = self.create(name, &email).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let token = self.login(&email, PASSWORD).await;
+        (created.body, token)
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let r = self
+            .call(post(
+                "/admin/login",
+                &json!({"email": email, "password": password}),
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn collections(&self) -> Vec<String> {
+        let mut names = self.database().list_collection_names().await.unwrap();
+        names.sort();
+        names
+    }
+
+    pub async fn tenant_collections(&self) -> Vec<String> {
+        self.collections()
+            .await
+            .into_iter()
+            .filter(|c| c.starts_with("org_"))
+            .collect()
+    }
+
+    pub async fn count(&self, collection: &str, filter: Document) -> u64 {
+        self.database()
+            .collection::<Document>(collection)
+            .count_documents(filter)
+            .await
+            .unwrap()
+    }
+
+    pub async fn all(&self, collection: &str) -> Vec<Document> {
+        use futures_util::TryStreamExt;
+        self.database()
+            .collection::<Document>(collection)
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
+    /// Everything in the master collections, for "nothing changed" checks.
+    pub async fn snapshot(&self) -> (Vec<String>, Vec<Document>, Vec<Document>) {
+        (
+            self.tenant_collections().await,
+            self.all("organizations").await,
+            self.all("admins").await,
+        )
+    }
+
+    pub async fn drop(self) {
+        let _ = self.database().drop().await;
+    }
+}
+
+/// `App::store` is ready at once for a test app (the store is given).
+fn futures_now<T>(fut: impl std::future::Future<Output = Result<T, shared::error::ApiError>>) -> T {
+    use std::task::{Context, Poll, Waker};
+    let mut fut = std::pin::pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(v)) => v,
+        _ => panic!("the test store is not ready"),
+    }
+}
+
+pub fn reply(response: Response<Body>) -> Reply {
+    let status = response.status().as_u16();
+    let text = match response.body() {
+        Body::Text(t) => t.clone(),
+        Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply {
+        status,
+        body,
+        response,
+    }
+}
+
+/// An API Gateway HTTP API (payload 2.0) event, parsed by lambda_http exactly
+/// as a deployed function would parse it.
+pub fn event(
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Request {
+    let raw_query = query
+        .iter()
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut params = serde_json::Map::new();
+    for (k, v) in query {
+        let merged = match params.get(*k).and_then(Value::as_str) {
+            Some(prev) => format!("{prev},{v}"),
+            None => (*v).to_owned(),
+        };
+        params.insert((*k).to_owned(), Value::String(merged));
+    }
+    let mut headers = json!({"content-type": "application/json", "host": "api.example.com"});
+    if let Some(t) = token {
+        headers["authorization"] = json!(format!("Bearer {t}"));
+    }
+    let mut ev = json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {path}"),
+        "rawPath": path,
+        "rawQueryString": raw_query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "api-id",
+            "domainName": "api.example.com",
+            "domainPrefix": "api",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "test"},
+            "requestId": ObjectId::new().to_hex(),
+            "routeKey": format!("{method} {path}"),
+            "stage": "$default",
+            "time": "25/Nov/2026:19:00:00 +0000",
+            "timeEpoch": 1_795_000_000_000u64
+        },
+        "isBase64Encoded": false
+    });
+    if !params.is_empty() {
+        ev["queryStringParameters"] = Value::Object(params);
+    }
+    if let Some(b) = body {
+        ev["body"] = json!(b);
+    }
+    shared::lambda_http::request::from_str(&ev.to_string()).expect("a valid v2 event")
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn post(path: &str, body: &Value) -> Request {
+    event("POST", path, &[], Some(&body.to_string()), None)
+}
+
+pub fn post_raw(path: &str, body: &str) -> Request {
+    event("POST", path, &[], Some(body), None)
+}
+
+pub fn get_org(name: &str) -> Request {
+    event(
+        "GET",
+        "/org/get",
+        &[("organization_name", name)],
+        None,
+        None,
+    )
+}
+
+pub fn update(token: Option<&str>, body: &Value) -> Request {
+    event("PUT", "/org/update", &[], Some(&body.to_string()), token)
+}
+
+pub fn delete(token: Option<&str>, name: &str) -> Request {
+    event(
+        "DELETE",
+        "/org/delete",
+        &[("organization_name", name)],
+        None,
+        token,
+    )
+}
+
+/// Checks the invariants of issue #4 against the database: every organization
+/// is active with exactly its own tenant collection, every tenant collection
+/// belongs to one organization, every admin to one existing organization,
+/// and every organization has its admin.
+pub async fn assert_invariants(t: &TestApp) {
+    let orgs = t.all("organizations").await;
+    let admins = t.all("admins").await;
+    let tenant = t.tenant_collections().await;
+    let mut expected: Vec<String> = Vec::new();
+    for org in &orgs {
+        assert_eq!(
+            org.get_str("state").unwrap(),
+            "active",
+            "org not settled: {org}"
+        );
+        assert!(org.get("pending").is_none(), "org still pending: {org}");
+        let name = org.get_str("name").unwrap();
+        assert_eq!(
+            org.get_str("collection_name").unwrap(),
+            format!("org_{name}")
+        );
+        let names = org.get_array("names").unwrap();
+        assert_eq!(names.len(), 1, "org holds extra names: {org}");
+        expected.push(format!("org_{name}"));
+        let id = org.get_object_id("_id").unwrap();
+        let admin_id = org.get_object_id("admin_id").unwrap();
+        let own: Vec<_> = admins
+            .iter()
+            .filter(|a| a.get_object_id("organization_id").unwrap() == id)
+            .collect();
+        assert_eq!(own.len(), 1, "org {name} has {} admins", own.len());
+        assert_eq!(own[0].get_object_id("_id").unwrap(), admin_id);
+    }
+    expected.sort();
+    assert_eq!(
+        tenant, expected,
+        "tenant collections and organizations differ"
+    );
+    for admin in &admins {
+        let org_id = admin.get_object_id("organization_id").unwrap();
+        assert!(
+            orgs.iter()
+                .any(|o| o.get_object_id("_id").unwrap() == org_id),
+            "admin without organization: {admin}"
+        );
+        assert!(admin.get_str("password_hash").unwrap().starts_with("$2"));
+    }
+}
