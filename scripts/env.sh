@@ -10,7 +10,7 @@ STATE="$ROOT/.local"
 mkdir -p "$STATE"
 
 # Pinned versions of the tools from the package registries.
-PY_TOOLS=(aws-sam-cli==1.170.0 cargo-lambda==1.9.2 ziglang==0.17.1 "moto[server]==5.2.5" schemathesis==4.6.4)
+PY_TOOLS=(aws-sam-cli==1.170.0 cargo-lambda==1.9.2 ziglang==0.17.1 "moto[server]==5.2.5" schemathesis==4.32.5)
 SECANTUS_VERSION=0.5.3-beta.196
 
 STARTED_PIDS=()

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `make run`: serves every route of the contract on http://127.0.0.1:${PORT:-3000}
+# through the functions' own binaries under `cargo lambda watch` (the Lambda
+# runtime emulator), against MONGODB_URI or a SecantusDB it starts itself.
+# Foreground; Ctrl-C stops everything it started.
+source "$(dirname "$0")/env.sh"
+
+PORT="${PORT:-3000}"
+export MASTER_DB="${MASTER_DB:-master_org_db}"
+if [ -z "${JWT_SECRET:-}" ]; then
+  JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')
+  log "JWT_SECRET not set: using a random key for this run (tokens end with it)"
+fi
+export JWT_SECRET
+
+ensure_venv
+trap 'stop_started' EXIT
+trap 'exit 130' INT TERM
+if [ -z "${MONGODB_URI:-}" ]; then
+  # Local data survives restarts of `make run`.
+  ensure_secantus
+  port=$(free_port)
+  mkdir -p "$STATE/run-data"
+  secantusd-rs --host 127.0.0.1 --port "$port" --storage-path "$STATE/run-data" \
+    --cache-size 256M --log-file-max 16MB >"$STATE/run-mongo.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  wait_for_port "$port" 30 secantusd-rs
+  export MONGODB_URI="mongodb://127.0.0.1:$port/?directConnection=true"
+  log "SecantusDB pid ${STARTED_PIDS[-1]} on port $port, data in .local/run-data"
+fi
+
+log "building the functions"
+cargo build --workspace --bins --quiet
+start_local_api "$PORT"
+cat >&2 <<MSG
+==> serving on $ORG_API_URL  (logs: .local/api.log; Ctrl-C stops)
+    curl -s -XPOST $ORG_API_URL/org/create -d '{"organization_name":"acme","email":"admin@acme.example","password":"correct-horse-battery"}'
+    curl -s -XPOST $ORG_API_URL/admin/login -d '{"email":"admin@acme.example","password":"correct-horse-battery"}'
+MSG
+wait "$API_PID"

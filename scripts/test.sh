@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make test`: the whole suite on a fresh machine. Installs what is missing,
+# starts SecantusDB (unless MONGODB_URI is given), a local AWS endpoint (moto)
+# and the local API, runs every check and test, and stops what it started.
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+
+ensure_venv
+trap 'stop_started' EXIT
+trap 'exit 130' INT TERM
+
+log "format and lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --features shared/failpoints --quiet -- -D warnings
+
+log "template: sam validate --lint and cfn-lint"
+AWS_DEFAULT_REGION=us-east-1 sam validate --lint --template template.yaml
+cfn-lint template.yaml
+
+start_mongo
+start_moto
+
+log "local API (cargo lambda watch) for the HTTP flow test"
+cargo build --workspace --bins --quiet
+export E2E_MASTER_DB="e2e_$(date +%s)_$$"
+MASTER_DB="$E2E_MASTER_DB" JWT_SECRET="e2e-$(date +%s%N)" BCRYPT_COST=4 start_local_api "$(free_port)"
+
+log "cargo test"
+cargo test --workspace --features shared/failpoints
