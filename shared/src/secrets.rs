@@ -34,20 +34,33 @@ impl SecretStore {
     /// Region, credentials and endpoint from the standard AWS environment.
     /// Credentials are resolved lazily, on the first call.
     pub async fn from_env() -> Self {
+        Self::load(None).await
+    }
+
+    /// As [`SecretStore::from_env`], with the endpoint given explicitly (tests
+    /// that run an endpoint of their own).
+    pub async fn with_endpoint(endpoint_url: &str) -> Self {
+        Self::load(Some(endpoint_url)).await
+    }
+
+    async fn load(endpoint_url: Option<&str>) -> Self {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
-            .load()
-            .await;
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let config = loader.load().await;
         Self {
             client: aws_sdk_secretsmanager::Client::new(&config),
         }
     }
 
-    pub fn from_client(client: aws_sdk_secretsmanager::Client) -> Self {
-        Self { client }
+    /// The SDK client, for callers that manage secrets (tests, tooling).
+    pub fn client(&self) -> &aws_sdk_secretsmanager::Client {
+        &self.client
     }
 
     /// The version of `arn` at `stage`, or `None` when no version holds it

@@ -1,0 +1,413 @@
+//! Tokens and signing keys: the gateway authorizer driven with the fixture in
+//! `events/`, hostile tokens per RFC 8725, and the key provider against a local
+//! Secrets Manager endpoint (moto, named by `AWS_ENDPOINT_URL`; `make test`
+//! starts it): rotation, outage, cold start without a reachable secret.
+
+mod support;
+
+use std::net::TcpStream;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use base64::engine::{general_purpose::URL_SAFE_NO_PAD, Engine};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use shared::auth::{KeyProvider, Tokens};
+use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
+use shared::config::{Config, SecretSource, TokenConfig};
+use shared::handlers;
+use shared::secrets::SecretStore;
+use support::*;
+
+/// Builds a token by hand, so the tests can send what no honest issuer would.
+fn forge(header: Value, claims: Value, secret: &str) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(signing_input.as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{sig}")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn claims() -> Value {
+    let now = now();
+    json!({"iss": "org-service", "aud": "org-service-api", "sub": "65f1c0ffee0000000000a001",
+           "org": "65f1c0ffee0000000000b001", "iat": now, "nbf": now, "exp": now + 600})
+}
+
+fn header() -> Value {
+    json!({"alg": "HS256", "typ": "JWT", "kid": "local"})
+}
+
+fn local_tokens() -> Tokens {
+    let cfg = token_config();
+    Tokens::new(
+        KeyProvider::from_source(&cfg.key, None, cfg.key_cache_ttl).unwrap(),
+        &cfg,
+    )
+}
+
+fn authorizer_event(token: &str) -> ApiGatewayV2CustomAuthorizerV2Request {
+    let raw = include_str!("../../events/authorizer.json").replace("REPLACE_WITH_TOKEN", token);
+    serde_json::from_str(&raw).unwrap()
+}
+
+// ------------------------------------------------------------- authorizer
+
+#[tokio::test]
+async fn the_authorizer_allows_a_valid_token_and_passes_its_ids_on() {
+    let tokens = local_tokens();
+    let token = tokens
+        .issue("65f1c0ffee0000000000a001", "65f1c0ffee0000000000b001")
+        .await
+        .unwrap();
+
+    let r = handlers::authorize(&tokens, authorizer_event(&token)).await;
+
+    assert!(r.is_authorized);
+    assert_eq!(r.context["organization_id"], "65f1c0ffee0000000000b001");
+    assert_eq!(r.context["admin_id"], "65f1c0ffee0000000000a001");
+}
+
+#[tokio::test]
+async fn the_authorizer_denies_expired_foreign_forged_and_tampered_tokens() {
+    let tokens = local_tokens();
+    let good = forge(header(), claims(), JWT_SECRET);
+    assert!(
+        handlers::authorize(&tokens, authorizer_event(&good))
+            .await
+            .is_authorized,
+        "the forging helper must be right"
+    );
+
+    let with = |field: &str, value: Value| {
+        let mut c = claims();
+        c[field] = value;
+        forge(header(), c, JWT_SECRET)
+    };
+    let without = |field: &str| {
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove(field);
+        forge(header(), c, JWT_SECRET)
+    };
+    let with_header = |h: Value, secret: &str| forge(h, claims(), secret);
+    let mut tampered = good.clone();
+    let dot = tampered.find('.').unwrap();
+    tampered.replace_range(dot + 1..dot + 3, "ey");
+    tampered.insert(dot + 5, 'A');
+
+    let cases = [
+        ("expired", with("exp", json!(now() - 600))),
+        ("not yet valid", with("nbf", json!(now() + 600))),
+        ("issued in the future", with("iat", json!(now() + 600))),
+        ("wrong audience", with("aud", json!("another-api"))),
+        ("wrong issuer", with("iss", json!("someone-else"))),
+        ("no exp", without("exp")),
+        ("no iss", without("iss")),
+        ("no aud", without("aud")),
+        ("no sub", without("sub")),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                URL_SAFE_NO_PAD
+                    .encode(json!({"alg": "none", "typ": "JWT", "kid": "local"}).to_string()),
+                URL_SAFE_NO_PAD.encode(claims().to_string())
+            ),
+        ),
+        (
+            "HS512 header",
+            with_header(
+                json!({"alg": "HS512", "typ": "JWT", "kid": "local"}),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "no typ",
+            with_header(json!({"alg": "HS256", "kid": "local"}), JWT_SECRET),
+        ),
+        (
+            "other typ",
+            with_header(
+                json!({"alg": "HS256", "typ": "at+jwt+x", "kid": "local"}),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "no kid",
+            with_header(json!({"alg": "HS256", "typ": "JWT"}), JWT_SECRET),
+        ),
+        (
+            "unknown kid",
+            with_header(
+                json!({"alg": "HS256", "typ": "JWT", "kid": "v9"}),
+                JWT_SECRET,
+            ),
+        ),
+        ("another key", forge(header(), claims(), "another-key")),
+        (
+            "jku is not a key source",
+            with_header(
+                json!({"alg": "HS256", "typ": "JWT", "kid": "local", "jku": "https://attacker.example/jwks"}),
+                "attacker-key",
+            ),
+        ),
+        (
+            "embedded jwk is not a key source",
+            with_header(
+                json!({"alg": "HS256", "typ": "JWT", "kid": "local", "jwk": {"kty": "oct", "k": "YXR0YWNrZXIta2V5"}}),
+                "attacker-key",
+            ),
+        ),
+        ("tampered", tampered),
+        ("empty", String::new()),
+        ("garbage", "a.b.c".to_owned()),
+    ];
+    for (what, token) in cases {
+        let r = handlers::authorize(&tokens, authorizer_event(&token)).await;
+        assert!(!r.is_authorized, "{what} was authorized");
+        assert_eq!(r.context, json!({}), "{what}");
+    }
+    let mut no_header = authorizer_event("x");
+    no_header.headers.clear();
+    no_header.identity_source = None;
+    assert!(!handlers::authorize(&tokens, no_header).await.is_authorized);
+}
+
+// ---------------------------------------------------------- secrets manager
+
+async fn create_secret(store: &SecretStore, value: &str) -> String {
+    store
+        .client()
+        .create_secret()
+        .name(format!("jwt-{}", fresh_db_name()))
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create a secret on the local endpoint")
+        .arn
+        .unwrap()
+}
+
+async fn rotate(store: &SecretStore, arn: &str, value: &str) {
+    store
+        .client()
+        .put_secret_value()
+        .secret_id(arn)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap();
+}
+
+fn managed_config(arn: &str, cache_ttl: Duration) -> TokenConfig {
+    TokenConfig {
+        key: SecretSource::SecretsManager {
+            arn: arn.to_owned(),
+        },
+        key_cache_ttl: cache_ttl,
+        ..token_config()
+    }
+}
+
+fn managed_tokens(store: &SecretStore, arn: &str, cache_ttl: Duration) -> Tokens {
+    let cfg = managed_config(arn, cache_ttl);
+    Tokens::new(
+        KeyProvider::from_source(&cfg.key, Some(store.clone()), cache_ttl).unwrap(),
+        &cfg,
+    )
+}
+
+fn kid(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_rotation_logs_nobody_out_and_new_tokens_use_the_new_key() {
+    let store = SecretStore::from_env().await;
+    let arn = create_secret(&store, "first-key-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").await;
+    let warm = managed_tokens(&store, &arn, Duration::ZERO);
+    let before = warm.issue("a", "o").await.unwrap();
+
+    rotate(&store, &arn, "second-key-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").await;
+
+    assert!(
+        warm.verify(&before).await.is_ok(),
+        "a warm environment still accepts the old key"
+    );
+    let after = warm.issue("a", "o").await.unwrap();
+    assert_ne!(kid(&after), kid(&before), "new tokens name the new version");
+    let cold = managed_tokens(&store, &arn, Duration::from_secs(300));
+    assert!(
+        cold.verify(&before).await.is_ok(),
+        "a cold start accepts AWSPREVIOUS"
+    );
+    assert!(cold.verify(&after).await.is_ok());
+    let never_in_secret = forge(
+        json!({"alg": "HS256", "typ": "JWT", "kid": kid(&after)}),
+        claims(),
+        "never-in-the-secret",
+    );
+    assert!(cold.verify(&never_in_secret).await.is_err());
+
+    rotate(&store, &arn, "third-key-ccccccccccccccccccccccccccccccccc").await;
+    let later = managed_tokens(&store, &arn, Duration::from_secs(300));
+    assert!(
+        later.verify(&before).await.is_err(),
+        "two rotations retire a key"
+    );
+    assert!(later.verify(&after).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_unknown_kid_refreshes_at_most_once_per_interval() {
+    let store = SecretStore::from_env().await;
+    let arn = create_secret(&store, "first-key-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").await;
+    let tokens = managed_tokens(&store, &arn, Duration::from_secs(300));
+    tokens.issue("a", "o").await.unwrap();
+    let bogus = forge(
+        json!({"alg": "HS256", "typ": "JWT", "kid": "bogus"}),
+        claims(),
+        "x",
+    );
+    assert!(tokens.verify(&bogus).await.is_err());
+
+    // Another environment rotates and issues with the new version right away.
+    rotate(&store, &arn, "second-key-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").await;
+    let other = managed_tokens(&store, &arn, Duration::from_secs(300));
+    let fresh = other.issue("a", "o").await.unwrap();
+
+    // Within the interval the bogus kid already spent the refresh: a stream of
+    // unknown kids costs one Secrets Manager call, not one per token.
+    assert!(tokens.verify(&fresh).await.is_err());
+    assert!(other.verify(&fresh).await.is_ok());
+}
+
+struct LocalEndpoint {
+    child: Child,
+    url: String,
+}
+
+impl LocalEndpoint {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_owned());
+        let child = Command::new(program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server on PATH (make test puts .venv/bin there)");
+        for _ in 0..300 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self {
+                    child,
+                    url: format!("http://127.0.0.1:{port}"),
+                };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("moto_server did not start");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LocalEndpoint {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn cached_keys_keep_working_while_the_secret_store_is_unreachable() {
+    let mut endpoint = LocalEndpoint::start();
+    let store = SecretStore::with_endpoint(&endpoint.url).await;
+    let arn = create_secret(&store, "first-key-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").await;
+    // A zero TTL makes every call try the store first.
+    let tokens = managed_tokens(&store, &arn, Duration::ZERO);
+    let token = tokens.issue("a", "o").await.unwrap();
+
+    endpoint.stop();
+
+    assert!(tokens.verify(&token).await.is_ok());
+    assert!(tokens.issue("a", "o").await.is_ok());
+}
+
+#[tokio::test]
+async fn a_cold_start_without_a_reachable_secret_answers_503_and_denies() {
+    let t = TestApp::new().await;
+    t.create("acme", "admin@acme.example").await;
+    let unreachable = SecretStore::with_endpoint("http://127.0.0.1:9").await;
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:jwt-key";
+    let mut config: Config = t.app.config.clone();
+    config.tokens = Some(managed_config(arn, Duration::from_secs(300)));
+    let app = shared::App::with_secret_store(config.clone(), Some(unreachable.clone()));
+
+    let login = reply(
+        handlers::login(
+            &app,
+            post(
+                "/admin/login",
+                &json!({"email": "admin@acme.example", "password": PASSWORD}),
+            ),
+        )
+        .await,
+    );
+    assert_eq!(login.status, 503, "{}", login.body);
+    assert_eq!(login.body["error"]["code"], "service_unavailable");
+    let well_formed = forge(header(), claims(), "some-key");
+    let del = reply(handlers::delete(&app, delete(Some(&well_formed), "acme")).await);
+    assert_eq!(del.status, 503);
+    assert!(
+        !handlers::authorize(app.tokens().unwrap(), authorizer_event(&well_formed))
+            .await
+            .is_authorized
+    );
+
+    // The MongoDB URI behind an unreachable secret: 503 as well.
+    config.database.as_mut().unwrap().uri = SecretSource::SecretsManager {
+        arn: arn.to_owned(),
+    };
+    let app = shared::App::with_secret_store(config, Some(unreachable));
+    assert_eq!(
+        reply(handlers::get(&app, get_org("acme")).await).status,
+        503
+    );
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn the_mongodb_uri_can_come_from_secrets_manager() {
+    let t = TestApp::new().await;
+    t.create("acme", "admin@acme.example").await;
+    let store = SecretStore::from_env().await;
+    let arn = create_secret(&store, &mongodb_uri()).await;
+    let mut config: Config = t.app.config.clone();
+    config.database.as_mut().unwrap().uri = SecretSource::SecretsManager { arn };
+    let app = shared::App::with_secret_store(config, Some(store));
+
+    let r = reply(handlers::get(&app, get_org("acme")).await);
+
+    assert_eq!(r.status, 200, "{}", r.body);
+    t.drop().await;
+}
