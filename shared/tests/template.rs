@@ -1,0 +1,782 @@
+//! `template.yaml` and `events/` checked against the code, so that the
+//! deployment cannot drift from what the binaries do: the routes and the
+//! function behind each, one function per binary, the environment variable
+//! names each function reads (`shared::config`), the routes the authorizer
+//! guards, the secrets each function may read, and fixture events that parse
+//! as the events the functions receive.
+//!
+//! CloudFormation short tags (`!Ref`, `!GetAtt`, `!Sub`) arrive from
+//! `serde_yaml` as `Value::Tagged`; [`intrinsic`] reads them and the long
+//! `{Ref: ..}` / `{Fn::GetAtt: ..}` forms alike.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_yaml::{Mapping, Value};
+use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
+use shared::config::{
+    Config, Function, JWT_SECRET_ARN, LOCAL_ONLY_VARS, MONGODB_URI_SECRET_ARN, OPERATION_LEASE_SECS,
+};
+use shared::lambda_http::request::RequestContext;
+use shared::lambda_http::RequestExt;
+
+/// The public contract: method, path and the function that serves it.
+const ROUTES: [(&str, &str, Function); 5] = [
+    ("POST", "/admin/login", Function::Login),
+    ("POST", "/org/create", Function::Create),
+    ("GET", "/org/get", Function::Get),
+    ("PUT", "/org/update", Function::Rename),
+    ("DELETE", "/org/delete", Function::Delete),
+];
+
+/// The routes that need a bearer token, and so the gateway authorizer.
+const PROTECTED: [(&str, &str); 2] = [("PUT", "/org/update"), ("DELETE", "/org/delete")];
+
+const SERVERLESS_FUNCTION: &str = "AWS::Serverless::Function";
+const AUTHORIZER_FUNCTION: &str = "AuthorizerFunction";
+const HTTP_API: &str = "HttpApi";
+const READ_SECRET: &str = "secretsmanager:GetSecretValue";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the shared crate sits inside the workspace")
+        .to_path_buf()
+}
+
+fn template() -> Value {
+    let path = workspace_root().join("template.yaml");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `template[key1][key2]...`, or `Value::Null` when any step is missing.
+fn at<'a>(value: &'a Value, keys: &[&str]) -> &'a Value {
+    keys.iter()
+        .fold(value, |v, k| v.get(*k).unwrap_or(&Value::Null))
+}
+
+fn mapping<'a>(value: &'a Value, what: &str) -> &'a Mapping {
+    value
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{what} is not a mapping: {value:?}"))
+}
+
+fn string<'a>(value: &'a Value, what: &str) -> &'a str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {value:?}"))
+}
+
+/// An intrinsic function call, short (`!Ref X`) or long (`{Ref: X}`,
+/// `{Fn::GetAtt: ..}`) form, as its name without `!` or `Fn::` and its argument.
+fn intrinsic(value: &Value) -> Option<(String, &Value)> {
+    match value {
+        Value::Tagged(tagged) => Some((
+            tagged.tag.to_string().trim_start_matches('!').to_owned(),
+            &tagged.value,
+        )),
+        Value::Mapping(m) if m.len() == 1 => {
+            let (k, v) = m.iter().next()?;
+            let k = k.as_str()?;
+            if k == "Ref" || k.starts_with("Fn::") {
+                Some((k.trim_start_matches("Fn::").to_owned(), v))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The logical id in `!Ref X`.
+fn ref_target(value: &Value) -> Option<&str> {
+    match intrinsic(value)? {
+        (name, arg) if name == "Ref" => arg.as_str(),
+        _ => None,
+    }
+}
+
+/// `!GetAtt X.Arn` (or `[X, Arn]`) as `"X.Arn"`.
+fn get_att(value: &Value) -> Option<String> {
+    match intrinsic(value)? {
+        (name, Value::String(s)) if name == "GetAtt" => Some(s.clone()),
+        (name, Value::Sequence(parts)) if name == "GetAtt" => Some(
+            parts
+                .iter()
+                .map(|p| p.as_str().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("."),
+        ),
+        _ => None,
+    }
+}
+
+fn resources(t: &Value) -> &Mapping {
+    mapping(at(t, &["Resources"]), "Resources")
+}
+
+fn resources_of_type<'a>(t: &'a Value, ty: &str) -> Vec<(&'a str, &'a Value)> {
+    resources(t)
+        .iter()
+        .filter(|(_, r)| at(r, &["Type"]).as_str() == Some(ty))
+        .map(|(id, r)| (string(id, "a logical id"), r))
+        .collect()
+}
+
+/// The logical id a function keeps: `login` → `LoginFunction`.
+fn logical_id(f: Function) -> String {
+    let name = f.name();
+    let mut chars = name.chars();
+    let first = chars.next().expect("function names are not empty");
+    format!("{}{}Function", first.to_ascii_uppercase(), chars.as_str())
+}
+
+fn function_resource(t: &Value, f: Function) -> &Value {
+    let id = logical_id(f);
+    let r = at(t, &["Resources", &id]);
+    assert_eq!(
+        at(r, &["Type"]).as_str(),
+        Some(SERVERLESS_FUNCTION),
+        "{id} must be an {SERVERLESS_FUNCTION} for the {} binary",
+        f.name()
+    );
+    r
+}
+
+/// Variable name → value, from the Globals and then the function (which wins).
+fn environment(t: &Value, f: Function) -> BTreeMap<String, Value> {
+    let mut vars = BTreeMap::new();
+    for source in [
+        at(t, &["Globals", "Function", "Environment", "Variables"]),
+        at(
+            function_resource(t, f),
+            &["Properties", "Environment", "Variables"],
+        ),
+    ] {
+        if let Some(m) = source.as_mapping() {
+            for (k, v) in m {
+                vars.insert(string(k, "a variable name").to_owned(), v.clone());
+            }
+        }
+    }
+    vars
+}
+
+/// A function property, falling back to Globals.Function.
+fn function_property<'a>(t: &'a Value, f: Function, key: &str) -> &'a Value {
+    match at(function_resource(t, f), &["Properties", key]) {
+        Value::Null => at(t, &["Globals", "Function", key]),
+        v => v,
+    }
+}
+
+/// One `HttpApi` event: method, path, the function's binary, and its `Auth`.
+struct Route {
+    method: String,
+    path: String,
+    function: String,
+    auth: Value,
+}
+
+fn routes(t: &Value) -> Vec<Route> {
+    let mut out = Vec::new();
+    for (id, r) in resources_of_type(t, SERVERLESS_FUNCTION) {
+        let binary = string(
+            at(r, &["Metadata", "BuildProperties", "Binary"]),
+            &format!("{id} Metadata.BuildProperties.Binary"),
+        );
+        let Some(events) = at(r, &["Properties", "Events"]).as_mapping() else {
+            continue;
+        };
+        for (name, event) in events {
+            let ty = string(at(event, &["Type"]), "an event Type");
+            assert!(
+                ty != "Api",
+                "{id}: REST API events are not part of this service"
+            );
+            if ty != "HttpApi" {
+                continue;
+            }
+            let props = at(event, &["Properties"]);
+            assert_eq!(
+                ref_target(at(props, &["ApiId"])),
+                Some(HTTP_API),
+                "{id}.{name:?} must attach to !Ref {HTTP_API}, not an implicit API"
+            );
+            out.push(Route {
+                method: string(at(props, &["Method"]), "Method").to_ascii_uppercase(),
+                path: string(at(props, &["Path"]), "Path").to_owned(),
+                function: binary.to_owned(),
+                auth: at(props, &["Auth"]).clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Every `Statement` object anywhere in the template.
+fn statements(value: &Value, out: &mut Vec<Value>) {
+    match value {
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                if k.as_str() == Some("Statement") {
+                    match v {
+                        Value::Sequence(s) => out.extend(s.iter().cloned()),
+                        other => out.push(other.clone()),
+                    }
+                } else {
+                    statements(v, out);
+                }
+            }
+        }
+        Value::Sequence(s) => s.iter().for_each(|v| statements(v, out)),
+        Value::Tagged(t) => statements(&t.value, out),
+        _ => {}
+    }
+}
+
+/// A statement's Action or Resource as a list (a single value or a list).
+fn one_or_many(value: &Value) -> Vec<Value> {
+    match value {
+        Value::Null => Vec::new(),
+        Value::Sequence(s) => s.clone(),
+        v => vec![v.clone()],
+    }
+}
+
+/// Whether a literal (or any literal inside an intrinsic such as `!Sub`)
+/// contains a wildcard.
+fn has_wildcard(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('*'),
+        Value::Sequence(s) => s.iter().any(has_wildcard),
+        Value::Mapping(m) => m.values().any(has_wildcard),
+        Value::Tagged(t) => has_wildcard(&t.value),
+        _ => false,
+    }
+}
+
+/// The value an environment variable gets when the stack is deployed with the
+/// parameters' defaults; `overrides` replaces some parameter values.
+fn deployed_value(t: &Value, value: &Value, overrides: &BTreeMap<&str, String>) -> String {
+    let target = ref_target(value).unwrap_or_else(|| {
+        panic!("environment values are !Ref a parameter or a secret: {value:?}")
+    });
+    if let Some(v) = overrides.get(target) {
+        return v.clone();
+    }
+    let parameter = at(t, &["Parameters", target]);
+    if !parameter.is_null() {
+        return match at(parameter, &["Default"]) {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            // A parameter without a default is an ARN supplied at deploy time.
+            Value::Null => {
+                format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{target}-AbCdEf")
+            }
+            other => panic!("parameter {target} has an unexpected default {other:?}"),
+        };
+    }
+    assert_eq!(
+        at(t, &["Resources", target, "Type"]).as_str(),
+        Some("AWS::SecretsManager::Secret"),
+        "an environment variable refers to {target}, which is neither a parameter nor a secret"
+    );
+    format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{target}-AbCdEf")
+}
+
+fn config_from_template(
+    t: &Value,
+    f: Function,
+    overrides: &BTreeMap<&str, String>,
+) -> Result<Config, shared::config::ConfigError> {
+    let env: BTreeMap<String, String> = environment(t, f)
+        .iter()
+        .map(|(k, v)| (k.clone(), deployed_value(t, v, overrides)))
+        .collect();
+    Config::from_lookup(f, |name| env.get(name).cloned())
+}
+
+fn read_events() -> Vec<(String, serde_json::Value, String)> {
+    let dir = workspace_root().join("events");
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        out.push((name, json, text));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// An HTTP API route event (payload 2.0), as opposed to an authorizer request
+/// or another service's event.
+fn is_route_event(json: &serde_json::Value) -> bool {
+    json["version"] == "2.0" && json["routeKey"].is_string() && json.get("type").is_none()
+}
+
+fn is_authorizer_request(json: &serde_json::Value) -> bool {
+    json["version"] == "2.0" && json["type"] == "REQUEST"
+}
+
+#[test]
+fn every_contract_route_is_served_by_its_function_and_no_other_route_exists() {
+    let t = template();
+
+    let declared: BTreeSet<(String, String, String)> = routes(&t)
+        .into_iter()
+        .map(|r| (r.method, r.path, r.function))
+        .collect();
+    let contract: BTreeSet<(String, String, String)> = ROUTES
+        .iter()
+        .map(|(m, p, f)| (m.to_string(), p.to_string(), f.name().to_owned()))
+        .collect();
+
+    assert_eq!(declared, contract);
+    assert_eq!(routes(&t).len(), ROUTES.len(), "a route is declared twice");
+}
+
+#[test]
+fn there_is_one_http_api_and_its_routes_come_only_from_the_functions() {
+    let t = template();
+
+    let apis = resources_of_type(&t, "AWS::Serverless::HttpApi");
+    let ids: Vec<&str> = apis.iter().map(|(id, _)| *id).collect();
+
+    assert_eq!(ids, [HTTP_API]);
+    let api = apis[0].1;
+    for hidden in ["DefinitionBody", "DefinitionUri"] {
+        assert!(
+            at(api, &["Properties", hidden]).is_null(),
+            "{HTTP_API}.{hidden} would declare routes this test cannot see"
+        );
+    }
+    for other in [
+        "AWS::Serverless::Api",
+        "AWS::ApiGatewayV2::Api",
+        "AWS::ApiGatewayV2::Route",
+        "AWS::ApiGateway::RestApi",
+    ] {
+        assert!(
+            resources_of_type(&t, other).is_empty(),
+            "unexpected {other}"
+        );
+    }
+}
+
+#[test]
+fn every_function_in_the_template_is_a_workspace_binary_and_every_binary_is_deployed() {
+    let t = template();
+    let root = workspace_root();
+
+    let in_template: BTreeSet<String> = resources_of_type(&t, SERVERLESS_FUNCTION)
+        .into_iter()
+        .map(|(id, r)| {
+            assert_eq!(
+                at(r, &["Metadata", "BuildMethod"]).as_str(),
+                Some("rust-cargolambda"),
+                "{id}"
+            );
+            assert_eq!(
+                at(r, &["Properties", "CodeUri"]).as_str(),
+                Some("."),
+                "{id}"
+            );
+            let binary = string(at(r, &["Metadata", "BuildProperties", "Binary"]), id);
+            let manifest = root.join("functions").join(binary).join("Cargo.toml");
+            let text = fs::read_to_string(&manifest)
+                .unwrap_or_else(|e| panic!("{id}: no binary at {}: {e}", manifest.display()));
+            assert_eq!(
+                package_name(&text).as_deref(),
+                Some(binary),
+                "{id}: package name in {}",
+                manifest.display()
+            );
+            binary.to_owned()
+        })
+        .collect();
+    let in_workspace: BTreeSet<String> = fs::read_dir(root.join("functions"))
+        .expect("functions/")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let in_code: BTreeSet<String> = Function::ALL.iter().map(|f| f.name().to_owned()).collect();
+
+    assert_eq!(in_template, in_workspace);
+    assert_eq!(in_template, in_code);
+    for f in Function::ALL {
+        function_resource(&t, f);
+    }
+}
+
+/// `name = "..."` under `[package]` (enough TOML for our own manifests).
+fn package_name(manifest: &str) -> Option<String> {
+    let mut in_package = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package {
+            if let Some(rest) = line.strip_prefix("name") {
+                let value = rest.trim_start().strip_prefix('=')?.trim();
+                return Some(value.trim_matches('"').to_owned());
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn each_function_sets_exactly_the_environment_variables_its_code_reads() {
+    let t = template();
+
+    for f in Function::ALL {
+        let set: BTreeSet<String> = environment(&t, f).into_keys().collect();
+        let read: BTreeSet<String> = f
+            .env_vars()
+            .into_iter()
+            .filter(|v| !LOCAL_ONLY_VARS.contains(v))
+            .map(str::to_owned)
+            .collect();
+
+        assert_eq!(set, read, "{}: template (left) vs code (right)", f.name());
+    }
+}
+
+#[test]
+fn the_code_accepts_every_value_the_template_can_deploy() {
+    let t = template();
+    let parameters = mapping(at(&t, &["Parameters"]), "Parameters");
+
+    for f in Function::ALL {
+        let defaults = config_from_template(&t, f, &BTreeMap::new());
+        assert!(defaults.is_ok(), "{}: {:?}", f.name(), defaults.err());
+
+        // The bounds a numeric parameter allows must be values the code takes.
+        for (name, p) in parameters {
+            let name = string(name, "a parameter name");
+            for bound in ["MinValue", "MaxValue"] {
+                let Some(n) = at(p, &[bound]).as_u64() else {
+                    continue;
+                };
+                let overrides = BTreeMap::from([(name, n.to_string())]);
+                let config = config_from_template(&t, f, &overrides);
+                assert!(
+                    config.is_ok(),
+                    "{}: {name} = {n} ({bound}) is refused: {:?}",
+                    f.name(),
+                    config.err()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_operation_lease_outlasts_every_function_timeout() {
+    let t = template();
+    let longest = Function::ALL
+        .iter()
+        .map(|f| {
+            function_property(&t, *f, "Timeout")
+                .as_u64()
+                .unwrap_or_else(|| panic!("{}: Timeout", f.name()))
+        })
+        .max()
+        .expect("there are functions");
+
+    for f in Function::ALL {
+        let Some(value) = environment(&t, f).get(OPERATION_LEASE_SECS).cloned() else {
+            continue;
+        };
+        let parameter = at(&t, &["Parameters", ref_target(&value).expect("a !Ref")]);
+        for key in ["Default", "MinValue"] {
+            let lease = at(parameter, &[key]).as_u64().unwrap_or_else(|| {
+                panic!("{OPERATION_LEASE_SECS} parameter needs a numeric {key}")
+            });
+            assert!(
+                lease > longest,
+                "{}: {OPERATION_LEASE_SECS} {key} {lease} s must exceed the longest timeout {longest} s",
+                f.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_authorizer_guards_exactly_the_protected_routes() {
+    let t = template();
+    let auth = at(&t, &["Resources", HTTP_API, "Properties", "Auth"]);
+    let authorizers = mapping(at(auth, &["Authorizers"]), "HttpApi Auth.Authorizers");
+    assert_eq!(
+        authorizers.len(),
+        1,
+        "one authorizer: the authorizer function"
+    );
+    let (name, authorizer) = authorizers.iter().next().unwrap();
+    let name = string(name, "the authorizer's name");
+    assert_eq!(
+        get_att(at(authorizer, &["FunctionArn"])).as_deref(),
+        Some(format!("{AUTHORIZER_FUNCTION}.Arn").as_str())
+    );
+    assert_eq!(
+        at(authorizer, &["AuthorizerPayloadFormatVersion"]).as_str(),
+        Some("2.0")
+    );
+    assert_eq!(
+        at(authorizer, &["EnableSimpleResponses"]).as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        one_or_many(at(authorizer, &["Identity", "Headers"])),
+        [Value::from("Authorization")],
+        "results are cached per token"
+    );
+    let default = at(auth, &["DefaultAuthorizer"]).as_str();
+
+    let mut guarded = BTreeSet::new();
+    for route in routes(&t) {
+        let effective = match at(&route.auth, &["Authorizer"]).as_str() {
+            Some("NONE") => None,
+            Some(explicit) => Some(explicit),
+            None => default,
+        };
+        if let Some(a) = effective {
+            assert_eq!(a, name, "{} {}", route.method, route.path);
+            guarded.insert((route.method, route.path));
+        }
+    }
+    let protected: BTreeSet<(String, String)> = PROTECTED
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+
+    assert_eq!(guarded, protected);
+}
+
+#[test]
+fn no_iam_statement_allows_every_action_or_every_resource() {
+    let t = template();
+    let mut found = Vec::new();
+    statements(&t, &mut found);
+    assert!(!found.is_empty(), "the functions' policies have statements");
+
+    for s in &found {
+        for key in ["Action", "NotAction", "Resource", "NotResource"] {
+            assert!(
+                !has_wildcard(at(s, &[key])),
+                "{key} with a wildcard in {s:?}"
+            );
+        }
+        assert!(
+            at(s, &["NotAction"]).is_null() && at(s, &["NotResource"]).is_null(),
+            "NotAction / NotResource grant everything else: {s:?}"
+        );
+    }
+    // Named managed policies and SAM policy templates are opaque to this
+    // test: every policy must be a statement list written out here.
+    for f in Function::ALL {
+        for policy in one_or_many(at(function_resource(&t, f), &["Properties", "Policies"])) {
+            assert!(
+                policy.as_mapping().is_some_and(|m| m.len() == 1)
+                    && !at(&policy, &["Statement"]).is_null(),
+                "{}: a policy that is not an inline statement list: {policy:?}",
+                f.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn each_function_may_read_only_the_secrets_its_configuration_names() {
+    let t = template();
+
+    for f in Function::ALL {
+        let env = environment(&t, f);
+        let needed: BTreeSet<String> = [MONGODB_URI_SECRET_ARN, JWT_SECRET_ARN]
+            .iter()
+            .filter_map(|v| env.get(*v))
+            .map(|v| ref_target(v).expect("a secret ARN is a !Ref").to_owned())
+            .collect();
+        let mut found = Vec::new();
+        statements(
+            at(function_resource(&t, f), &["Properties", "Policies"]),
+            &mut found,
+        );
+        let mut granted = BTreeSet::new();
+        for s in &found {
+            assert_eq!(at(s, &["Effect"]).as_str(), Some("Allow"), "{s:?}");
+            let actions = one_or_many(at(s, &["Action"]));
+            assert!(
+                actions.iter().all(|a| a.as_str() == Some(READ_SECRET)),
+                "{}: only {READ_SECRET} is needed: {s:?}",
+                f.name()
+            );
+            for r in one_or_many(at(s, &["Resource"])) {
+                granted.insert(
+                    ref_target(&r)
+                        .unwrap_or_else(|| panic!("{}: resource by !Ref: {r:?}", f.name()))
+                        .to_owned(),
+                );
+            }
+        }
+
+        assert_eq!(
+            granted,
+            needed,
+            "{}: granted (left) vs named in its environment (right)",
+            f.name()
+        );
+    }
+}
+
+#[test]
+fn the_signing_key_is_generated_never_typed_in() {
+    let t = template();
+    let key = at(&t, &["Resources", "JwtSigningKey"]);
+
+    assert_eq!(
+        at(key, &["Type"]).as_str(),
+        Some("AWS::SecretsManager::Secret")
+    );
+    assert!(at(key, &["Properties", "SecretString"]).is_null());
+    let generate = at(key, &["Properties", "GenerateSecretString"]);
+    assert!(at(generate, &["PasswordLength"]).as_u64().unwrap_or(0) >= 64);
+    assert!(
+        at(generate, &["SecretStringTemplate"]).is_null(),
+        "the value is the key itself, not JSON"
+    );
+}
+
+#[test]
+fn the_outputs_name_the_api_and_both_secrets() {
+    let t = template();
+    let outputs: BTreeSet<&str> = mapping(at(&t, &["Outputs"]), "Outputs")
+        .keys()
+        .map(|k| string(k, "an output name"))
+        .collect();
+
+    for name in ["ApiUrl", "JwtSigningKeyArn", "MongoUriSecretArn"] {
+        assert!(outputs.contains(name), "missing output {name}");
+    }
+}
+
+#[test]
+fn every_route_has_a_fixture_event_that_parses_as_the_request_its_function_receives() {
+    let mut covered = BTreeSet::new();
+
+    for (name, json, text) in read_events()
+        .into_iter()
+        .filter(|(_, j, _)| is_route_event(j))
+    {
+        let req = shared::lambda_http::request::from_str(&text)
+            .unwrap_or_else(|e| panic!("{name} does not parse as an HTTP API request: {e}"));
+
+        let route_key = json["routeKey"].as_str().unwrap();
+        let (method, path) = route_key
+            .split_once(' ')
+            .expect("routeKey is 'METHOD /path'");
+        assert_eq!(req.method().as_str(), method, "{name}");
+        assert_eq!(req.uri().path(), path, "{name}");
+        assert_eq!(json["rawPath"], path, "{name}");
+        assert_eq!(json["requestContext"]["routeKey"], route_key, "{name}");
+        assert_eq!(json["requestContext"]["http"]["method"], method, "{name}");
+        assert_eq!(json["requestContext"]["http"]["path"], path, "{name}");
+        assert_eq!(json["isBase64Encoded"], false, "{name}");
+        let query: BTreeMap<String, String> = req
+            .query_string_parameters_ref()
+            .map(|q| {
+                q.iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let raw: BTreeMap<String, String> = json["rawQueryString"]
+            .as_str()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(
+            query, raw,
+            "{name}: queryStringParameters vs rawQueryString"
+        );
+        if let Some(body) = json["body"].as_str() {
+            serde_json::from_str::<serde_json::Value>(body)
+                .unwrap_or_else(|e| panic!("{name}: body is not JSON: {e}"));
+        }
+        assert!(
+            ROUTES.iter().any(|(m, p, _)| *m == method && *p == path),
+            "{name}: {route_key} is not a contract route"
+        );
+        if PROTECTED.contains(&(method, path)) {
+            let authorization = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            assert_eq!(authorization, Some("Bearer REPLACE_WITH_TOKEN"), "{name}");
+            let Some(RequestContext::ApiGatewayV2(ctx)) = req.request_context_ref() else {
+                panic!("{name}: no HTTP API request context");
+            };
+            let fields = &ctx
+                .authorizer
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: no requestContext.authorizer"))
+                .fields;
+            for key in ["admin_id", "organization_id"] {
+                assert!(
+                    fields.contains_key(key),
+                    "{name}: authorizer context lacks {key}"
+                );
+            }
+        }
+        covered.insert(route_key.to_owned());
+    }
+    let contract: BTreeSet<String> = ROUTES.iter().map(|(m, p, _)| format!("{m} {p}")).collect();
+
+    assert_eq!(covered, contract);
+}
+
+#[test]
+fn the_authorizer_fixture_parses_as_the_request_the_gateway_sends() {
+    let requests: Vec<_> = read_events()
+        .into_iter()
+        .filter(|(_, j, _)| is_authorizer_request(j))
+        .collect();
+    assert!(!requests.is_empty(), "events/ has an authorizer request");
+
+    for (name, _, text) in requests {
+        let event: ApiGatewayV2CustomAuthorizerV2Request = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{name} does not parse as an authorizer request: {e}"));
+
+        let route_key = event.route_key.as_deref().unwrap_or_default();
+        assert!(
+            PROTECTED
+                .iter()
+                .any(|(m, p)| format!("{m} {p}") == route_key),
+            "{name}: the authorizer only runs for protected routes, not {route_key:?}"
+        );
+        assert_eq!(
+            event
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer REPLACE_WITH_TOKEN"),
+            "{name}"
+        );
+        assert_eq!(
+            event.identity_source.as_deref(),
+            Some(&["Bearer REPLACE_WITH_TOKEN".to_owned()][..]),
+            "{name}: identitySource is the Authorization header"
+        );
+    }
+}
