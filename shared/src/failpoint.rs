@@ -20,12 +20,36 @@ pub const ALL: &[&str] = &[
 
 pub const ENV: &str = "ORG_FAILPOINT";
 
+/// What happens at the named point: by default the process aborts. With
+/// `wait:<path>` it creates `<path>.reached` and waits (up to a minute) for
+/// `<path>.go`, so a test can change the world (stop the database) mid-operation.
+pub const ACTION_ENV: &str = "ORG_FAILPOINT_ACTION";
+
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     debug_assert!(ALL.contains(&name), "unknown failpoint {name}");
-    if std::env::var(ENV).is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: aborting");
-        std::process::abort();
+    if !std::env::var(ENV).is_ok_and(|v| v == name) {
+        return;
+    }
+    match std::env::var(ACTION_ENV)
+        .ok()
+        .as_deref()
+        .and_then(|a| a.strip_prefix("wait:"))
+    {
+        Some(path) => {
+            let _ = std::fs::write(format!("{path}.reached"), name);
+            let go = format!("{path}.go");
+            for _ in 0..600 {
+                if std::path::Path::new(&go).exists() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        None => {
+            eprintln!("failpoint {name}: aborting");
+            std::process::abort();
+        }
     }
 }
 

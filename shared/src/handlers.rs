@@ -192,6 +192,24 @@ pub async fn delete(app: &App, req: Request) -> Response<Body> {
     .await
 }
 
+/// Routes a request to its handler by method and path, as API Gateway does
+/// in front of the functions; used where one process serves every route
+/// (tests and the crash-test child).
+pub async fn dispatch(app: &App, req: Request) -> Response<Body> {
+    let route = (
+        req.method().as_str().to_owned(),
+        req.uri().path().to_owned(),
+    );
+    match (route.0.as_str(), route.1.as_str()) {
+        ("POST", "/admin/login") => login(app, req).await,
+        ("POST", "/org/create") => create(app, req).await,
+        ("GET", "/org/get") => get(app, req).await,
+        ("PUT", "/org/update") => update(app, req).await,
+        ("DELETE", "/org/delete") => delete(app, req).await,
+        _ => error_response(&ApiError::NotFound("no such route".into())),
+    }
+}
+
 /// The API Gateway (HTTP API, payload 2.0, simple responses) authorizer: the
 /// same token check the functions run, with the admin and organization ids
 /// passed on in the context. Any failure is a plain deny.

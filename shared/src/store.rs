@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::options::{
+    Acknowledgment, ClientOptions, DatabaseOptions, IndexOptions, ReturnDocument, WriteConcern,
+};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -271,8 +273,22 @@ impl Store {
     }
 
     pub fn from_client(client: Client, cfg: &DatabaseConfig) -> Self {
-        let master = client.database(&cfg.master_db);
-        let tenant = client.database(&cfg.tenant_db);
+        // Every lifecycle step must survive a crash of the server as well as
+        // of the function: acknowledged means journaled on a majority.
+        let durable = WriteConcern::builder()
+            .w(Acknowledgment::Majority)
+            .journal(true)
+            .build();
+        let master = client.database_with_options(
+            &cfg.master_db,
+            DatabaseOptions::builder()
+                .write_concern(durable.clone())
+                .build(),
+        );
+        let tenant = client.database_with_options(
+            &cfg.tenant_db,
+            DatabaseOptions::builder().write_concern(durable).build(),
+        );
         Self {
             orgs: master.collection(ORGANIZATIONS),
             admins: master.collection(ADMINS),
@@ -465,8 +481,19 @@ impl Store {
                         ] })
                         .await?;
                     if let Some(holder) = holder {
-                        if self.settle(holder).await?.is_some() {
-                            return Err(name_taken(name));
+                        // A create abandoned by an earlier attempt of this same
+                        // request (same name, same admin) is finished and
+                        // answered as this request's own.
+                        let own_retry = holder.state == OrgState::Creating
+                            && holder
+                                .pending
+                                .as_ref()
+                                .and_then(|p| p.admin_email.as_deref())
+                                == Some(email.as_str());
+                        match self.settle(holder).await? {
+                            Some(done) if own_retry => return Ok(done),
+                            Some(_) => return Err(name_taken(name)),
+                            None => {}
                         }
                     }
                 }
@@ -759,6 +786,12 @@ impl Store {
             ));
         }
         check_admin(&org, admin_id)?;
+        // A delete abandoned by an earlier attempt is finished and answered
+        // as this request's own; any other operation in progress is a 409.
+        if org.state == OrgState::Deleting && self.is_stale(&org) {
+            self.finish_delete(&org).await?;
+            return Ok(org);
+        }
         let org = self
             .settle(org)
             .await?

@@ -67,7 +67,12 @@ impl TestApp {
 
     /// A test app whose database settings `tweak` may change.
     pub async fn with(tweak: impl FnOnce(&mut DatabaseConfig)) -> Self {
-        let uri = mongodb_uri();
+        Self::on(&mongodb_uri(), tweak).await
+    }
+
+    /// A test app on the server at `uri`.
+    pub async fn on(uri: &str, tweak: impl FnOnce(&mut DatabaseConfig)) -> Self {
+        let uri = uri.to_owned();
         let db = fresh_db_name();
         let mut dbc = database_config(&uri, &db);
         tweak(&mut dbc);
@@ -98,19 +103,7 @@ impl TestApp {
     }
 
     pub async fn call(&self, req: Request) -> Reply {
-        let route = (
-            req.method().as_str().to_owned(),
-            req.uri().path().to_owned(),
-        );
-        let response = match (route.0.as_str(), route.1.as_str()) {
-            ("POST", "/admin/login") => handlers::login(&self.app, req).await,
-            ("POST", "/org/create") => handlers::create(&self.app, req).await,
-            ("GET", "/org/get") => handlers::get(&self.app, req).await,
-            ("PUT", "/org/update") => handlers::update(&self.app, req).await,
-            ("DELETE", "/org/delete") => handlers::delete(&self.app, req).await,
-            other => panic!("no route {other:?}"),
-        };
-        reply(response)
+        reply(handlers::dispatch(&self.app, req).await)
     }
 
     pub async fn create(&self, name: &str, email: &str) -> Reply {
@@ -223,6 +216,18 @@ pub fn event(
     body: Option<&str>,
     token: Option<&str>,
 ) -> Request {
+    shared::lambda_http::request::from_str(&event_json(method, path, query, body, token))
+        .expect("a valid v2 event")
+}
+
+/// The JSON text of such an event.
+pub fn event_json(
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Option<&str>,
+    token: Option<&str>,
+) -> String {
     let raw_query = query
         .iter()
         .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
@@ -266,7 +271,7 @@ pub fn event(
     if let Some(b) = body {
         ev["body"] = json!(b);
     }
-    shared::lambda_http::request::from_str(&ev.to_string()).expect("a valid v2 event")
+    ev.to_string()
 }
 
 fn urlencode(s: &str) -> String {
