@@ -380,7 +380,7 @@ async fn a_rename_whose_database_goes_away_mid_operation_is_finished_after_it_re
     fill_tenant(&t, "org_acme").await;
     let marker = server.dir.with_extension("marker");
     let body = json!({"organization_name": "acme-new"}).to_string();
-    let mut child = child_command(
+    let child = child_command(
         &server.uri(),
         &t.db,
         &event_json("PUT", "/org/update", &[], Some(&body), Some(&token)),

@@ -314,12 +314,14 @@ impl LocalEndpoint {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("moto_server on PATH (make test puts .venv/bin there)");
+        // Built before waiting, so that a failure below still stops it (Drop).
+        let endpoint = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         for _ in 0..300 {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self {
-                    child,
-                    url: format!("http://127.0.0.1:{port}"),
-                };
+                return endpoint;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
