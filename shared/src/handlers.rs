@@ -75,8 +75,19 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
         let password = Password::parse(body.required(PASSWORD)?)?;
         let store = app.store().await?;
         let tokens = app.tokens()?;
-
-        let admin = store.find_admin(&email).await?;
+        // Throttled per email and source address: someone failing from
+        // elsewhere cannot lock the real admin out.
+        let throttle_key = format!(
+            "{}|{}",
+            email.as_str(),
+            http::source_ip(&req).unwrap_or("unknown")
+        );
+        let (allowed, admin) = tokio::join!(
+            store.check_login_allowed(&throttle_key),
+            store.find_admin(&email)
+        );
+        let had_failures = allowed?;
+        let admin = admin?;
         let matched = verify_password(
             &password,
             admin.as_ref().map(|a| a.password_hash.as_str()),
@@ -84,7 +95,10 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
         )
         .await?;
         const BAD_CREDENTIALS: ApiError = ApiError::Unauthorized("invalid email or password");
-        let admin = admin.filter(|_| matched).ok_or(BAD_CREDENTIALS)?;
+        let Some(admin) = admin.filter(|_| matched) else {
+            store.record_login_failure(&throttle_key).await?;
+            return Err(BAD_CREDENTIALS);
+        };
         // The admin of an organization that is being created or deleted
         // cannot log in yet, or any more.
         let org = store
@@ -93,6 +107,9 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
             .filter(|o| o.state.allows_login())
             .ok_or(BAD_CREDENTIALS)?;
         record_org(&org.id.to_hex());
+        if had_failures {
+            store.clear_login_failures(&throttle_key).await?;
+        }
         let token = tokens.issue(&admin.id.to_hex(), &org.id.to_hex()).await?;
         Ok(json_response(
             200,

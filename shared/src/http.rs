@@ -141,6 +141,14 @@ pub fn header<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The client's address as API Gateway saw it.
+pub fn source_ip(req: &Request) -> Option<&str> {
+    match req.request_context_ref()? {
+        lambda_http::request::RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref(),
+        _ => None,
+    }
+}
+
 /// The Lambda request id, for log lines.
 pub fn request_id(req: &Request) -> String {
     req.lambda_context_ref()

@@ -32,6 +32,32 @@ use crate::failpoint;
 
 pub const ORGANIZATIONS: &str = "organizations";
 pub const ADMINS: &str = "admins";
+pub const LOGIN_ATTEMPTS: &str = "login_attempts";
+
+/// How failed logins are throttled. Failures are counted per email *and*
+/// source address, so an attacker elsewhere cannot lock the real admin out;
+/// and every lock is bounded, so nobody is locked out indefinitely.
+#[derive(Clone, Copy, Debug)]
+pub struct LoginThrottle {
+    /// Failures tolerated before the first lock.
+    pub max_failures: i64,
+    /// The first lock; each further failure doubles it, up to `max_lock`.
+    pub base_lock: Duration,
+    pub max_lock: Duration,
+    /// Failures are forgotten this long after the last one (a TTL index).
+    pub window: Duration,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            base_lock: Duration::from_secs(30),
+            max_lock: Duration::from_secs(15 * 60),
+            window: Duration::from_secs(15 * 60),
+        }
+    }
+}
 
 const DUPLICATE_KEY: i32 = 11000;
 const NAMESPACE_NOT_FOUND: i32 = 26;
@@ -177,7 +203,9 @@ pub struct Store {
     tenant_db: String,
     orgs: Collection<OrgDoc>,
     admins: Collection<AdminDoc>,
+    attempts: Collection<Document>,
     lease: Duration,
+    throttle: LoginThrottle,
     indexes: OnceCell<()>,
 }
 
@@ -292,6 +320,8 @@ impl Store {
         Self {
             orgs: master.collection(ORGANIZATIONS),
             admins: master.collection(ADMINS),
+            attempts: master.collection(LOGIN_ATTEMPTS),
+            throttle: LoginThrottle::default(),
             client,
             master,
             tenant,
@@ -299,6 +329,11 @@ impl Store {
             lease: cfg.operation_lease,
             indexes: OnceCell::new(),
         }
+    }
+
+    pub fn with_login_throttle(mut self, throttle: LoginThrottle) -> Self {
+        self.throttle = throttle;
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -354,6 +389,20 @@ impl Store {
                             )
                             .build(),
                     ])
+                    .await
+                    .map_err(db_error)?;
+                self.attempts
+                    .create_index(
+                        IndexModel::builder()
+                            .keys(doc! { "expires_at": 1 })
+                            .options(
+                                IndexOptions::builder()
+                                    .name("expires_at_ttl".to_owned())
+                                    .expire_after(Duration::ZERO)
+                                    .build(),
+                            )
+                            .build(),
+                    )
                     .await
                     .map_err(db_error)?;
                 Ok(())
@@ -439,6 +488,88 @@ impl Store {
     /// The organization doc as stored, in whatever state, for login checks.
     pub async fn find_org_by_id(&self, id: ObjectId) -> Result<Option<OrgDoc>, ApiError> {
         self.find_org(doc! { "_id": id }).await
+    }
+
+    /// Refuses a login for `key` while it is locked, with how long to wait;
+    /// otherwise tells whether failures are on record (to clear on success).
+    #[instrument(skip_all)]
+    pub async fn check_login_allowed(&self, key: &str) -> Result<bool, ApiError> {
+        let record = self
+            .attempts
+            .find_one(doc! { "_id": key })
+            .await
+            .map_err(db_error)?;
+        let locked_until = record
+            .as_ref()
+            .and_then(|r| r.get_datetime("locked_until").ok());
+        if let Some(until) = locked_until {
+            let wait_ms = until.timestamp_millis() - DateTime::now().timestamp_millis();
+            if wait_ms > 0 {
+                return Err(ApiError::TooManyRequests {
+                    retry_after: Duration::from_millis(wait_ms as u64).max(Duration::from_secs(1)),
+                });
+            }
+        }
+        Ok(record.is_some())
+    }
+
+    /// Counts a failed login for `key`, locking it once failures pass the
+    /// policy's threshold.
+    #[instrument(skip_all)]
+    pub async fn record_login_failure(&self, key: &str) -> Result<(), ApiError> {
+        self.ensure_indexes().await?;
+        let now = DateTime::now();
+        let expires =
+            DateTime::from_millis(now.timestamp_millis() + self.throttle.window.as_millis() as i64);
+        let record = self
+            .attempts
+            .find_one_and_update(
+                doc! { "_id": key },
+                doc! { "$inc": { "failures": 1_i64 }, "$set": { "expires_at": expires } },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)?;
+        let failures = record
+            .as_ref()
+            .and_then(|r| r.get_i64("failures").ok())
+            .unwrap_or(1);
+        let over = failures - self.throttle.max_failures;
+        if over >= 0 {
+            let doublings = over.min(20) as u32;
+            let lock = self
+                .throttle
+                .base_lock
+                .saturating_mul(1_u32 << doublings)
+                .min(self.throttle.max_lock);
+            let until = DateTime::from_millis(now.timestamp_millis() + lock.as_millis() as i64);
+            let expires = DateTime::from_millis(
+                until.timestamp_millis() + self.throttle.window.as_millis() as i64,
+            );
+            self.attempts
+                .update_one(
+                    doc! { "_id": key },
+                    doc! { "$set": { "locked_until": until, "expires_at": expires } },
+                )
+                .await
+                .map_err(db_error)?;
+            tracing::warn!(
+                failures,
+                lock_secs = lock.as_secs(),
+                "login locked after repeated failures"
+            );
+        }
+        Ok(())
+    }
+
+    /// Forgets the failures of `key` after a successful login.
+    pub async fn clear_login_failures(&self, key: &str) -> Result<(), ApiError> {
+        self.attempts
+            .delete_one(doc! { "_id": key })
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// Creates an organization, its admin and its tenant collection.

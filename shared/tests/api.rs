@@ -8,6 +8,8 @@ use mongodb::bson::{doc, Document};
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 use serde_json::json;
+use shared::store::LoginThrottle;
+use std::time::Duration;
 use support::*;
 
 // ------------------------------------------------------------------ create
@@ -181,6 +183,110 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_401() {
     assert_eq!(wrong.body, unknown.body);
     assert_eq!(unknown.status, 401);
     assert!(!wrong.body.to_string().contains("wrong-password"));
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_that_email_from_that_address_for_a_bounded_time() {
+    let policy = LoginThrottle {
+        max_failures: 3,
+        base_lock: Duration::from_secs(2),
+        max_lock: Duration::from_secs(3),
+        window: Duration::from_secs(60),
+    };
+    let t = TestApp::throttled(policy).await;
+    t.create("acme", "a@acme.example").await;
+    let attacker = "198.51.100.7";
+    for _ in 0..3 {
+        assert_eq!(
+            t.call(login_from(attacker, "a@acme.example", "wrong-guess"))
+                .await
+                .status,
+            401
+        );
+    }
+
+    let locked = t
+        .call(login_from(attacker, "a@acme.example", PASSWORD))
+        .await;
+    let elsewhere = t
+        .call(login_from("203.0.113.9", "a@acme.example", PASSWORD))
+        .await;
+
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert_eq!(locked.body["error"]["code"], "too_many_requests");
+    let retry_after: u64 = locked.response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        elsewhere.status, 200,
+        "the real admin elsewhere is not locked out"
+    );
+
+    // One more failure once the lock ends doubles it, up to the cap.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(
+        t.call(login_from(attacker, "a@acme.example", "wrong-again"))
+            .await
+            .status,
+        401
+    );
+    let relocked = t
+        .call(login_from(attacker, "a@acme.example", PASSWORD))
+        .await;
+    assert_eq!(relocked.status, 429);
+    let capped: u64 = relocked.response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((2..=3).contains(&capped), "{capped}");
+
+    // After the lock, the right password works and clears the record.
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    assert_eq!(
+        t.call(login_from(attacker, "a@acme.example", PASSWORD))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(t.count("login_attempts", doc! {}).await, 0);
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_forgotten_through_a_ttl_index() {
+    let t = TestApp::new().await;
+    t.create("acme", "a@acme.example").await;
+    t.call(login_from("198.51.100.7", "a@acme.example", "wrong-guess"))
+        .await;
+
+    let indexes = t
+        .database()
+        .collection::<Document>("login_attempts")
+        .list_indexes()
+        .await
+        .unwrap();
+    let indexes: Vec<_> = futures_util::TryStreamExt::try_collect(indexes)
+        .await
+        .unwrap();
+
+    let ttl = indexes
+        .iter()
+        .find(|i| i.keys == doc! {"expires_at": 1})
+        .expect("a TTL index on expires_at");
+    assert_eq!(
+        ttl.options.as_ref().unwrap().expire_after,
+        Some(Duration::ZERO)
+    );
+    let record = &t.all("login_attempts").await[0];
+    assert!(
+        !record.to_string().contains("wrong-guess"),
+        "no password in the record"
+    );
     t.drop().await;
 }
 

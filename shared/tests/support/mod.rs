@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use shared::auth::{KeyProvider, KeySet, SigningKey, Tokens};
 use shared::config::{Config, DatabaseConfig, Secret, SecretSource, TokenConfig};
 use shared::lambda_http::{Body, Request, Response};
-use shared::store::Store;
+use shared::store::{LoginThrottle, Store};
 use shared::{handlers, App};
 
 pub const PASSWORD: &str = "correct-horse-battery";
@@ -48,6 +48,17 @@ pub fn token_config() -> TokenConfig {
     }
 }
 
+/// Tokens signed with the fixed test key, as `JWT_SECRET` would give.
+pub fn test_tokens() -> Tokens {
+    Tokens::new(
+        KeyProvider::fixed(KeySet {
+            current: SigningKey::new("local", Secret::new(JWT_SECRET)),
+            previous: None,
+        }),
+        &token_config(),
+    )
+}
+
 pub struct TestApp {
     pub app: App,
     pub db: String,
@@ -70,6 +81,18 @@ impl TestApp {
         Self::on(&mongodb_uri(), tweak).await
     }
 
+    /// A test app with its own login throttling policy.
+    pub async fn throttled(policy: LoginThrottle) -> Self {
+        let mut t = Self::new().await;
+        let dbc = t.app.config.database.clone().unwrap();
+        let store = Store::connect(&dbc, &mongodb_uri())
+            .await
+            .unwrap()
+            .with_login_throttle(policy);
+        t.app = App::with_store(t.app.config.clone(), store, Some(test_tokens()));
+        t
+    }
+
     /// A test app on the server at `uri`.
     pub async fn on(uri: &str, tweak: impl FnOnce(&mut DatabaseConfig)) -> Self {
         let uri = uri.to_owned();
@@ -83,14 +106,7 @@ impl TestApp {
         };
         let store = Store::connect(&dbc, &uri).await.expect("connect");
         let client = store.client().clone();
-        let tokens = Tokens::new(
-            KeyProvider::fixed(KeySet {
-                current: SigningKey::new("local", Secret::new(JWT_SECRET)),
-                previous: None,
-            }),
-            &token_config(),
-        );
-        let app = App::with_store(config, store, Some(tokens));
+        let app = App::with_store(config, store, Some(test_tokens()));
         Self { app, db, client }
     }
 
@@ -283,6 +299,13 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A login attempt from the address `ip`.
+pub fn login_from(ip: &str, email: &str, password: &str) -> Request {
+    let body = json!({"email": email, "password": password}).to_string();
+    let ev = event_json("POST", "/admin/login", &[], Some(&body), None).replace("192.0.2.1", ip);
+    shared::lambda_http::request::from_str(&ev).expect("a valid v2 event")
 }
 
 pub fn post(path: &str, body: &Value) -> Request {
