@@ -326,6 +326,83 @@ mod tests {
         assert!(Password::parse("with\0nul!").is_err());
     }
 
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// MongoDB's rules for a collection name inside database `db`.
+        fn is_valid_collection(db: &str, collection: &str) -> bool {
+            !collection.is_empty()
+                && !collection.contains('$')
+                && !collection.contains('\0')
+                && !collection.starts_with("system.")
+                && db.len() + 1 + collection.len() <= MAX_NAMESPACE_BYTES
+        }
+
+        fn db_names() -> impl Strategy<Value = String> {
+            "[a-z_][a-z0-9_]{0,62}"
+        }
+
+        proptest! {
+            #[test]
+            fn every_accepted_name_is_a_valid_collection_within_the_namespace_limit(
+                raw in any::<String>(),
+                db in db_names(),
+            ) {
+                if let Ok(name) = OrgName::parse(&raw, &db) {
+                    prop_assert!(is_valid_collection(&db, &name.collection_name()), "{name:?} in {db}");
+                    prop_assert!(name.as_str().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'));
+                }
+            }
+
+            #[test]
+            fn names_shaped_like_the_rules_are_accepted_and_parse_to_themselves(
+                raw in "[ ]{0,2}[A-Za-z0-9][A-Za-z0-9_-]{0,80}[ ]{0,2}",
+                db in db_names(),
+            ) {
+                match OrgName::parse(&raw, &db) {
+                    Ok(name) => {
+                        prop_assert!(is_valid_collection(&db, &name.collection_name()));
+                        let again = OrgName::parse(name.as_str(), &db).unwrap();
+                        prop_assert_eq!(again, name);
+                    }
+                    Err(_) => {
+                        let n = raw.trim().to_ascii_lowercase();
+                        prop_assert!(n.len() > OrgName::max_len_for(&db) || RESERVED_PREFIXES.iter().any(|p| n.starts_with(p)), "{raw:?} refused");
+                    }
+                }
+            }
+
+            #[test]
+            fn every_accepted_email_is_normalised_and_has_one_at_sign(raw in any::<String>()) {
+                if let Ok(email) = Email::parse(&raw) {
+                    let s = email.as_str();
+                    prop_assert_eq!(s.matches('@').count(), 1);
+                    prop_assert!(s.len() <= MAX_EMAIL_LEN);
+                    prop_assert!(!s.chars().any(|c| c.is_whitespace() || c.is_control()));
+                    prop_assert_eq!(Email::parse(s).unwrap(), email.clone());
+                }
+            }
+
+            #[test]
+            fn emails_shaped_like_addresses_are_accepted(
+                local in "[a-zA-Z0-9._+-]{1,64}",
+                domain in "[a-z0-9]{1,20}(\\.[a-z0-9]{1,20}){1,3}",
+            ) {
+                let raw = format!("{local}@{domain}");
+                let email = Email::parse(&raw).unwrap();
+                prop_assert_eq!(email.as_str(), raw.to_lowercase());
+            }
+
+            #[test]
+            fn a_password_is_accepted_exactly_when_bcrypt_reads_all_of_it(raw in any::<String>()) {
+                let ok = Password::parse(&raw).is_ok();
+                let expected = (MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&raw.len()) && !raw.contains('\0');
+                prop_assert_eq!(ok, expected);
+            }
+        }
+    }
+
     #[test]
     fn a_password_never_shows_in_debug_output() {
         let p = Password::parse("correct horse battery").unwrap();
