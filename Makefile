@@ -1,5 +1,5 @@
 # The two commands of the README, plus the checks they are built from.
-.PHONY: run test bench lint
+.PHONY: run test bench lint package
 
 ## Serve every route on http://127.0.0.1:$${PORT:-3000} (Ctrl-C stops).
 run:
@@ -12,3 +12,7 @@ test:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features shared/failpoints -- -D warnings
+
+## Release build of every function as a Lambda zip, with their sizes.
+package:
+	bash scripts/package.sh
