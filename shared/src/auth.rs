@@ -54,6 +54,42 @@ pub async fn verify_password(
     Ok(real && matched)
 }
 
+/// Checks a bcrypt hash computed upstream (provisioning without plaintext):
+/// `$2a$`, `$2b$` or `$2y$`, a cost of at least `min_cost`, 53 characters of
+/// bcrypt's base64. A weaker hash than the service's own is refused.
+pub fn parse_bcrypt_hash(raw: &str, min_cost: u32) -> Result<String, ApiError> {
+    let field = "password_hash";
+    let bad = || {
+        ApiError::invalid(
+            field,
+            "must be a bcrypt hash ($2b$<cost>$ and 53 characters)",
+        )
+    };
+    let rest = ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .find_map(|p| raw.strip_prefix(p))
+        .ok_or_else(bad)?;
+    let (cost, tail) = rest.split_once('$').ok_or_else(bad)?;
+    let cost: u32 = match cost.as_bytes() {
+        [a, b] if a.is_ascii_digit() && b.is_ascii_digit() => cost.parse().map_err(|_| bad())?,
+        _ => return Err(bad()),
+    };
+    let alphabet_ok = tail.len() == 53
+        && tail
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/');
+    if !alphabet_ok || cost > 31 {
+        return Err(bad());
+    }
+    if cost < min_cost {
+        return Err(ApiError::invalid(
+            field,
+            format!("cost {cost} is below this service's {min_cost}"),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
 /// A syntactically valid bcrypt hash at `cost` that no password matches in
 /// practice; built, not computed, so it costs nothing at start-up.
 fn dummy_hash(cost: u32) -> String {
@@ -392,6 +428,23 @@ mod tests {
         );
         let gone = tokens(key("v3", "s3"), Some(key("v2", "s2")));
         assert!(gone.verify(&token).await.is_err());
+    }
+
+    #[test]
+    fn upstream_hashes_must_be_bcrypt_at_the_services_cost_or_more() {
+        let good = "$2b$12$C6UzMDM.H6dfI/f/IKxGhuTqbUJkUBvDJNvLeSDYGOHTsGaKpwKsC";
+        assert!(parse_bcrypt_hash(good, 12).is_ok());
+        assert!(parse_bcrypt_hash(&good.replace("$12$", "$13$"), 12).is_ok());
+        assert!(parse_bcrypt_hash(&good.replace("$12$", "$10$"), 12).is_err());
+        for bad in [
+            "",
+            "plain",
+            "$2b$12$short",
+            "$1$12$C6UzMDM.H6dfI/f/IKxGhuTqbUJkUBvDJNvLeSDYGOHTsGaKpwKsC",
+            &good.replace('C', "!"),
+        ] {
+            assert!(parse_bcrypt_hash(bad, 4).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

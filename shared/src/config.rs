@@ -30,6 +30,8 @@ pub enum Section {
     Passwords,
     /// Logging, read by every function.
     Logging,
+    /// Publishing lifecycle events.
+    Events,
 }
 
 impl Function {
@@ -58,10 +60,10 @@ impl Function {
         use Section::*;
         match self {
             Function::Login => &[Logging, Database, Tokens, Passwords],
-            Function::Create => &[Logging, Database, Passwords],
+            Function::Create => &[Logging, Database, Passwords, Events],
             Function::Get => &[Logging, Database],
-            Function::Rename => &[Logging, Database, Tokens, Passwords],
-            Function::Delete => &[Logging, Database, Tokens],
+            Function::Rename => &[Logging, Database, Tokens, Passwords, Events],
+            Function::Delete => &[Logging, Database, Tokens, Events],
             Function::Authorizer => &[Logging, Tokens],
         }
     }
@@ -90,6 +92,7 @@ pub const JWT_TTL_SECS: &str = "JWT_TTL_SECS";
 pub const KEY_CACHE_TTL_SECS: &str = "KEY_CACHE_TTL_SECS";
 pub const BCRYPT_COST: &str = "BCRYPT_COST";
 pub const RUST_LOG: &str = "RUST_LOG";
+pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
 
 /// Variables meant for local runs only; a deployment sets their Secrets
 /// Manager counterparts instead.
@@ -116,6 +119,7 @@ impl Section {
             ],
             Section::Passwords => &[BCRYPT_COST],
             Section::Logging => &[RUST_LOG],
+            Section::Events => &[EVENT_BUS_NAME],
         }
     }
 }
@@ -180,6 +184,8 @@ pub struct Config {
     pub database: Option<DatabaseConfig>,
     pub tokens: Option<TokenConfig>,
     pub bcrypt_cost: u32,
+    /// Where lifecycle events go; none configured, none are recorded.
+    pub event_bus: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,10 +263,17 @@ impl Config {
             DEFAULT_BCRYPT_COST
         };
 
+        let event_bus = if sections.contains(&Section::Events) {
+            var(EVENT_BUS_NAME)
+        } else {
+            None
+        };
+
         Ok(Self {
             database,
             tokens,
             bcrypt_cost,
+            event_bus,
         })
     }
 

@@ -18,7 +18,7 @@ use crate::auth::{hash_password, verify_password, Claims, Tokens};
 use crate::domain::{Email, OrgName, Password};
 use crate::error::ApiError;
 use crate::http::{self, error_response, json_response};
-use crate::store::{CredentialChange, Organization};
+use crate::store::{CredentialChange, Idempotent, Organization};
 use crate::App;
 
 const ORGANIZATION_NAME: &str = "organization_name";
@@ -124,20 +124,104 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
 }
 
 /// POST /org/create `{organization_name, email, password}` → 201 org.
+///
+/// With an `Idempotency-Key` header, a repeat of the same request (same
+/// organization name and admin email) replays the first response, and the
+/// same key with another request is a 422. The password is deliberately not
+/// part of that comparison: no fast hash of it is stored anywhere.
 pub async fn create(app: &App, req: Request) -> Response<Body> {
     serve("POST /org/create", &req, async {
         http::require_method(&req, "POST")?;
+        let key = http::header(&req, IDEMPOTENCY_KEY)
+            .map(parse_idempotency_key)
+            .transpose()?;
         let body = http::json_object(&req, &[ORGANIZATION_NAME, EMAIL, PASSWORD])?;
         let store = app.store().await?;
         let name = OrgName::parse(body.required(ORGANIZATION_NAME)?, store.tenant_db())?;
         let email = Email::parse(body.required(EMAIL)?)?;
         let password = Password::parse(body.required(PASSWORD)?)?;
-        let hash = hash_password(&password, app.config.bcrypt_cost).await?;
-        let org = store.create_org(&name, &email, hash).await?;
-        record_org(&org.id.to_hex());
-        Ok(json_response(201, &Organization::from(&org)))
+        let Some(key) = key else {
+            return create_org(app, &name, &email, &password).await;
+        };
+        match store
+            .idempotency_begin(key, &fingerprint(&name, &email))
+            .await?
+        {
+            Idempotent::Run => {}
+            Idempotent::Replay { status, body } => {
+                let mut response = json_response(
+                    status,
+                    &serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+                );
+                response.headers_mut().insert(
+                    "idempotent-replayed",
+                    http::HeaderValue::from_static("true"),
+                );
+                return Ok(response);
+            }
+            Idempotent::Mismatch => {
+                return Err(ApiError::invalid(
+                    IDEMPOTENCY_KEY,
+                    "was already used with a different request",
+                ))
+            }
+            Idempotent::InProgress => {
+                return Err(ApiError::conflict(
+                    "idempotency_in_progress",
+                    "a request with this Idempotency-Key is in progress; retry shortly",
+                ))
+            }
+        }
+        let outcome = create_org(app, &name, &email, &password).await;
+        let response = match &outcome {
+            Ok(response) => response.clone(),
+            Err(e) => json_response(e.status(), &e.body()),
+        };
+        if response.status().as_u16() >= 500 {
+            // Worth retrying: let the retry run rather than replay a failure.
+            store.idempotency_abandon(key).await?;
+        } else if let Body::Text(text) = response.body() {
+            store
+                .idempotency_finish(key, response.status().as_u16(), text)
+                .await?;
+        }
+        outcome
     })
     .await
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+fn parse_idempotency_key(raw: &str) -> Result<&str, ApiError> {
+    if (1..=255).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(raw)
+    } else {
+        Err(ApiError::invalid(
+            IDEMPOTENCY_KEY,
+            "must be 1 to 255 visible ASCII characters",
+        ))
+    }
+}
+
+/// What identifies "the same request" for an idempotency key.
+fn fingerprint(name: &OrgName, email: &Email) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{}\n{}", name.as_str(), email.as_str()));
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn create_org(
+    app: &App,
+    name: &OrgName,
+    email: &Email,
+    password: &Password,
+) -> Result<Response<Body>, ApiError> {
+    let store = app.store().await?;
+    let hash = hash_password(password, app.config.bcrypt_cost).await?;
+    let org = store.create_org(name, email, hash).await?;
+    record_org(&org.id.to_hex());
+    app.flush_events().await;
+    Ok(json_response(201, &Organization::from(&org)))
 }
 
 /// GET /org/get?organization_name= → 200 org.
@@ -183,6 +267,7 @@ pub async fn update(app: &App, req: Request) -> Response<Body> {
                 },
             )
             .await?;
+        app.flush_events().await;
         Ok(json_response(200, &Organization::from(&org)))
     })
     .await
@@ -201,6 +286,7 @@ pub async fn delete(app: &App, req: Request) -> Response<Body> {
         let org = store
             .delete_org(object_id(&claims.org)?, object_id(&claims.sub)?, &name)
             .await?;
+        app.flush_events().await;
         Ok(json_response(
             200,
             &json!({ "status": "deleted", "organization": Organization::from(&org) }),

@@ -5,7 +5,8 @@
 //! come back in "invalid type: integer ..."). Every field is checked for its
 //! exact type and length; unknown fields are refused.
 
-use lambda_http::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+pub use lambda_http::http::header::HeaderValue;
+use lambda_http::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -84,24 +85,30 @@ pub fn json_object(req: &Request, allowed: &[&str]) -> Result<JsonObject, ApiErr
             e.column()
         ))
     })?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::invalid("body", "must be a JSON object"));
-    };
-    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        let shown: String = unknown
-            .chars()
-            .take(40)
-            .filter(|c| !c.is_control())
-            .collect();
-        return Err(ApiError::invalid(
-            &shown,
-            format!("unknown field; expected only {}", allowed.join(", ")),
-        ));
-    }
-    Ok(JsonObject(map))
+    JsonObject::from_value(value, allowed)
 }
 
 impl JsonObject {
+    /// A JSON object (from any source: a body, an event's detail, a queue
+    /// message) whose keys are all in `allowed`.
+    pub fn from_value(value: Value, allowed: &[&str]) -> Result<Self, ApiError> {
+        let Value::Object(map) = value else {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        };
+        if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            let shown: String = unknown
+                .chars()
+                .take(40)
+                .filter(|c| !c.is_control())
+                .collect();
+            return Err(ApiError::invalid(
+                &shown,
+                format!("unknown field; expected only {}", allowed.join(", ")),
+            ));
+        }
+        Ok(JsonObject(map))
+    }
+
     /// A string field that must be present.
     pub fn required(&self, field: &str) -> Result<&str, ApiError> {
         self.optional(field)?

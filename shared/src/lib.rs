@@ -8,7 +8,10 @@
 //! - [`store`]: MongoDB: the master database, tenant collections, and the
 //!   crash-safe create / rename / delete sequences.
 //! - [`auth`]: bcrypt, signing keys (Secrets Manager or local), JWTs.
+//! - [`aws`]: the AWS SDK configuration shared by every AWS client.
 //! - [`secrets`]: the Secrets Manager client.
+//! - [`events`]: lifecycle events out, through an outbox, to EventBridge.
+//! - [`provisioning`]: the create function's EventBridge and SQS inputs.
 //! - [`http`]: strict request parsing and JSON responses.
 //! - [`handlers`]: one function per route, plus the gateway authorizer.
 //! - [`error`]: the one error type and its HTTP mapping.
@@ -16,12 +19,15 @@
 //! - [`failpoint`]: test-only crash points.
 
 pub mod auth;
+pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod failpoint;
 pub mod handlers;
 pub mod http;
+pub mod provisioning;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
@@ -35,6 +41,7 @@ use tokio::sync::OnceCell;
 use crate::auth::{KeyProvider, Tokens};
 use crate::config::{Config, ConfigError, DatabaseConfig, Function, SecretSource};
 use crate::error::ApiError;
+use crate::events::Publisher;
 use crate::secrets::SecretStore;
 use crate::store::Store;
 
@@ -45,6 +52,7 @@ pub struct App {
     pub config: Config,
     database: Option<LazyStore>,
     tokens: Option<Tokens>,
+    publisher: Option<Publisher>,
 }
 
 struct LazyStore {
@@ -64,7 +72,7 @@ impl App {
     pub async fn from_config(config: Config) -> Self {
         let uses_secrets_manager =
             |s: &SecretSource| matches!(s, SecretSource::SecretsManager { .. });
-        let needs_store = config
+        let needs_secrets = config
             .database
             .as_ref()
             .is_some_and(|d| uses_secrets_manager(&d.uri))
@@ -72,12 +80,20 @@ impl App {
                 .tokens
                 .as_ref()
                 .is_some_and(|t| uses_secrets_manager(&t.key));
-        let secrets = if needs_store {
-            Some(SecretStore::from_env().await)
+        let sdk = if needs_secrets || config.event_bus.is_some() {
+            Some(aws::load(None).await)
         } else {
             None
         };
-        Self::with_secret_store(config, secrets)
+        let secrets = sdk
+            .as_ref()
+            .filter(|_| needs_secrets)
+            .map(SecretStore::from_sdk);
+        let publisher = match (&sdk, &config.event_bus) {
+            (Some(sdk), Some(bus)) => Some(Publisher::new(sdk, bus)),
+            _ => None,
+        };
+        Self::with_secret_store(config, secrets).with_publisher(publisher)
     }
 
     /// Builds from parts; the tests use it to point at their own endpoints.
@@ -100,7 +116,15 @@ impl App {
             config,
             database,
             tokens,
+            publisher: None,
         }
+    }
+
+    /// Publishes lifecycle events with `publisher` (none: events are not
+    /// recorded at all).
+    pub fn with_publisher(mut self, publisher: Option<Publisher>) -> Self {
+        self.publisher = publisher;
+        self
     }
 
     /// An app around an existing store (tests).
@@ -114,6 +138,7 @@ impl App {
             config,
             database,
             tokens,
+            publisher: None,
         }
     }
 
@@ -138,9 +163,34 @@ impl App {
                             .map_err(|e| ApiError::unavailable("database configuration", e))?
                     }
                 };
-                Store::connect(&db.cfg, uri.expose()).await
+                Ok(Store::connect(&db.cfg, uri.expose())
+                    .await?
+                    .with_events(self.publisher.is_some()))
             })
             .await
+    }
+
+    /// Publishes what the outbox holds that is ready. Never fails the caller:
+    /// what cannot be published now is retried by a later flush.
+    pub async fn flush_events(&self) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        let store = match self.store().await {
+            Ok(store) => store,
+            Err(e) => return e.log(),
+        };
+        match events::flush(store, publisher).await {
+            Ok(done) if done.failed > 0 => {
+                tracing::warn!(
+                    published = done.published,
+                    failed = done.failed,
+                    "some lifecycle events are pending"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => e.log(),
+        }
     }
 
     pub fn tokens(&self) -> Result<&Tokens, ApiError> {

@@ -1,13 +1,8 @@
-//! AWS Secrets Manager, through the official SDK client.
-//!
-//! The client is built once per execution environment with a ring-only rustls
-//! HTTP client (no aws-lc, no second TLS stack). Tests and local runs point it
-//! at an emulator with the SDK's standard `AWS_ENDPOINT_URL_SECRETS_MANAGER`
-//! (or `AWS_ENDPOINT_URL`) override. Secret values are wrapped in [`Secret`]
-//! the moment they arrive and never appear in an error or a log line.
+//! AWS Secrets Manager, through the official SDK client (configured in
+//! [`crate::aws`]). Secret values are wrapped in [`Secret`] the moment they
+//! arrive and never appear in an error or a log line.
 
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
 use crate::config::Secret;
 
@@ -32,29 +27,19 @@ pub const PREVIOUS: &str = "AWSPREVIOUS";
 
 impl SecretStore {
     /// Region, credentials and endpoint from the standard AWS environment.
-    /// Credentials are resolved lazily, on the first call.
     pub async fn from_env() -> Self {
-        Self::load(None).await
+        Self::from_sdk(&crate::aws::load(None).await)
     }
 
     /// As [`SecretStore::from_env`], with the endpoint given explicitly (tests
     /// that run an endpoint of their own).
     pub async fn with_endpoint(endpoint_url: &str) -> Self {
-        Self::load(Some(endpoint_url)).await
+        Self::from_sdk(&crate::aws::load(Some(endpoint_url)).await)
     }
 
-    async fn load(endpoint_url: Option<&str>) -> Self {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut loader =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
-        if let Some(url) = endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let config = loader.load().await;
+    pub fn from_sdk(config: &crate::aws::SdkConfig) -> Self {
         Self {
-            client: aws_sdk_secretsmanager::Client::new(&config),
+            client: aws_sdk_secretsmanager::Client::new(config),
         }
     }
 

@@ -33,6 +33,26 @@ use crate::failpoint;
 pub const ORGANIZATIONS: &str = "organizations";
 pub const ADMINS: &str = "admins";
 pub const LOGIN_ATTEMPTS: &str = "login_attempts";
+pub const OUTBOX: &str = "outbox";
+pub const IDEMPOTENCY: &str = "idempotency";
+
+/// How long an `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a published event stays in the outbox for inspection.
+pub const PUBLISHED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What a request with an `Idempotency-Key` should do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Idempotent {
+    /// First use of the key: run the request, then record its response.
+    Run,
+    /// The key was used for this same request: answer what it answered.
+    Replay { status: u16, body: String },
+    /// The key was used for a different request.
+    Mismatch,
+    /// The first request with this key is still running.
+    InProgress,
+}
 
 /// How failed logins are throttled. Failures are counted per email *and*
 /// source address, so an attacker elsewhere cannot lock the real admin out;
@@ -204,6 +224,9 @@ pub struct Store {
     orgs: Collection<OrgDoc>,
     admins: Collection<AdminDoc>,
     attempts: Collection<Document>,
+    outbox: Collection<crate::events::OutboxEntry>,
+    idempotency: Collection<Document>,
+    events_enabled: bool,
     lease: Duration,
     throttle: LoginThrottle,
     indexes: OnceCell<()>,
@@ -321,6 +344,9 @@ impl Store {
             orgs: master.collection(ORGANIZATIONS),
             admins: master.collection(ADMINS),
             attempts: master.collection(LOGIN_ATTEMPTS),
+            outbox: master.collection(OUTBOX),
+            idempotency: master.collection(IDEMPOTENCY),
+            events_enabled: false,
             throttle: LoginThrottle::default(),
             client,
             master,
@@ -329,6 +355,12 @@ impl Store {
             lease: cfg.operation_lease,
             indexes: OnceCell::new(),
         }
+    }
+
+    /// Records lifecycle events in the outbox (when a bus is configured).
+    pub fn with_events(mut self, enabled: bool) -> Self {
+        self.events_enabled = enabled;
+        self
     }
 
     pub fn with_login_throttle(mut self, throttle: LoginThrottle) -> Self {
@@ -391,18 +423,30 @@ impl Store {
                     ])
                     .await
                     .map_err(db_error)?;
-                self.attempts
-                    .create_index(
+                let ttl = || {
+                    IndexModel::builder()
+                        .keys(doc! { "expires_at": 1 })
+                        .options(
+                            IndexOptions::builder()
+                                .name("expires_at_ttl".to_owned())
+                                .expire_after(Duration::ZERO)
+                                .build(),
+                        )
+                        .build()
+                };
+                self.attempts.create_index(ttl()).await.map_err(db_error)?;
+                self.idempotency
+                    .create_index(ttl())
+                    .await
+                    .map_err(db_error)?;
+                self.outbox
+                    .create_indexes([
+                        ttl(),
                         IndexModel::builder()
-                            .keys(doc! { "expires_at": 1 })
-                            .options(
-                                IndexOptions::builder()
-                                    .name("expires_at_ttl".to_owned())
-                                    .expire_after(Duration::ZERO)
-                                    .build(),
-                            )
+                            .keys(doc! { "published_at": 1, "available_at": 1 })
+                            .options(IndexOptions::builder().name("pending".to_owned()).build())
                             .build(),
-                    )
+                    ])
                     .await
                     .map_err(db_error)?;
                 Ok(())
@@ -672,6 +716,12 @@ impl Store {
         failpoint::hit("create:after_admin_insert");
 
         self.create_tenant_collection(&org.collection_name).await?;
+        self.record_event(
+            pending.op_id,
+            crate::events::CREATED,
+            crate::events::created(org.id, &org.name, &org.collection_name, org.admin_id),
+        )
+        .await?;
         failpoint::hit("create:after_collection");
 
         let activated = self
@@ -698,6 +748,12 @@ impl Store {
     }
 
     async fn roll_back_create(&self, org: &OrgDoc) -> Result<(), ApiError> {
+        if let Some(p) = &org.pending {
+            self.outbox
+                .delete_one(doc! { "_id": p.op_id })
+                .await
+                .map_err(db_error)?;
+        }
         self.admins
             .delete_one(doc! { "_id": org.admin_id })
             .await
@@ -861,6 +917,12 @@ impl Store {
             }
             Err(e) => return Err(db_error(e)),
         }
+        self.record_event(
+            pending.op_id,
+            crate::events::RENAMED,
+            crate::events::renamed(org.id, from, to, &to_collection),
+        )
+        .await?;
         failpoint::hit("rename:after_collection_rename");
 
         let done = self
@@ -954,6 +1016,14 @@ impl Store {
     /// Steps 2-4 of delete: admins first (so nobody can log in to a
     /// half-deleted organization), then the collection, then the record.
     async fn finish_delete(&self, org: &OrgDoc) -> Result<(), ApiError> {
+        if let Some(p) = &org.pending {
+            self.record_event(
+                p.op_id,
+                crate::events::DELETED,
+                crate::events::deleted(org.id, &org.name),
+            )
+            .await?;
+        }
         self.admins
             .delete_many(doc! { "organization_id": org.id })
             .await
@@ -966,5 +1036,204 @@ impl Store {
             .await
             .map_err(db_error)?;
         Ok(())
+    }
+
+    // ------------------------------------------------------------ outbox
+
+    /// Writes the event of operation `op_id` once, however often the step
+    /// that writes it is repeated.
+    async fn record_event(
+        &self,
+        op_id: ObjectId,
+        detail_type: &str,
+        detail: Document,
+    ) -> Result<(), ApiError> {
+        if !self.events_enabled {
+            return Ok(());
+        }
+        let entry = crate::events::OutboxEntry::new(op_id, detail_type, detail);
+        match self.outbox.insert_one(&entry).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(db_error(e)),
+        }
+    }
+
+    /// Claims up to `limit` unpublished entries that are due, so that two
+    /// flushes at once do not send the same entry.
+    pub async fn claim_outbox(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::events::OutboxEntry>, ApiError> {
+        let mut claimed = Vec::new();
+        for _ in 0..limit {
+            let now = DateTime::now();
+            let hold = DateTime::from_millis(now.timestamp_millis() + 30_000);
+            let entry = self
+                .outbox
+                .find_one_and_update(
+                    doc! { "published_at": null, "available_at": { "$lte": now } },
+                    doc! { "$set": { "available_at": hold } },
+                )
+                .sort(doc! { "available_at": 1 })
+                .await
+                .map_err(db_error)?;
+            match entry {
+                Some(e) => claimed.push(e),
+                None => break,
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Whether operation `op_id` has finished: no organization carries it as
+    /// pending any more (an operation rolled back removes its event first).
+    pub async fn operation_finished(&self, op_id: ObjectId) -> Result<bool, ApiError> {
+        let pending = self
+            .orgs
+            .count_documents(doc! { "pending.op_id": op_id })
+            .await
+            .map_err(db_error)?;
+        Ok(pending == 0)
+    }
+
+    pub async fn mark_published(&self, id: ObjectId) -> Result<(), ApiError> {
+        let now = DateTime::now();
+        let expires =
+            DateTime::from_millis(now.timestamp_millis() + PUBLISHED_TTL.as_millis() as i64);
+        self.outbox
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "published_at": now, "expires_at": expires } },
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Makes a claimed entry available again after `delay`; `failed` counts
+    /// a failed attempt (for the back-off).
+    pub async fn release_outbox(
+        &self,
+        id: ObjectId,
+        delay: Duration,
+        failed: bool,
+    ) -> Result<(), ApiError> {
+        let at =
+            DateTime::from_millis(DateTime::now().timestamp_millis() + delay.as_millis() as i64);
+        let inc = if failed { 1 } else { 0 };
+        self.outbox
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "available_at": at }, "$inc": { "attempts": inc } },
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------- idempotency
+
+    /// Starts (or replays) the request identified by `key` whose content
+    /// fingerprint is `fingerprint`.
+    pub async fn idempotency_begin(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Idempotent, ApiError> {
+        self.ensure_indexes().await?;
+        let now = DateTime::now();
+        let expires =
+            DateTime::from_millis(now.timestamp_millis() + IDEMPOTENCY_TTL.as_millis() as i64);
+        let fresh = doc! {
+            "_id": key, "fingerprint": fingerprint, "state": "running",
+            "started_at": now, "expires_at": expires,
+        };
+        match self.idempotency.insert_one(fresh).await {
+            Ok(_) => return Ok(Idempotent::Run),
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(db_error(e)),
+        }
+        let Some(record) = self
+            .idempotency
+            .find_one(doc! { "_id": key })
+            .await
+            .map_err(db_error)?
+        else {
+            // Expired between the two calls: as good as new next time.
+            return Ok(Idempotent::InProgress);
+        };
+        if record.get_str("fingerprint").ok() != Some(fingerprint) {
+            return Ok(Idempotent::Mismatch);
+        }
+        if record.get_str("state").ok() == Some("done") {
+            let status = record.get_i32("status").unwrap_or(500) as u16;
+            let body = record.get_str("body").unwrap_or("{}").to_owned();
+            return Ok(Idempotent::Replay { status, body });
+        }
+        // Running: take it over if its runner has been silent past the lease.
+        let started = record
+            .get_datetime("started_at")
+            .map(|d| d.timestamp_millis())
+            .unwrap_or(0);
+        if now.timestamp_millis() - started >= self.lease.as_millis() as i64 {
+            let taken = self
+                .idempotency
+                .update_one(
+                    doc! { "_id": key, "state": "running", "started_at": DateTime::from_millis(started) },
+                    doc! { "$set": { "started_at": now } },
+                )
+                .await
+                .map_err(db_error)?;
+            if taken.modified_count == 1 {
+                return Ok(Idempotent::Run);
+            }
+        }
+        Ok(Idempotent::InProgress)
+    }
+
+    /// Records the response of the request `key`, for replays.
+    pub async fn idempotency_finish(
+        &self,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), ApiError> {
+        self.idempotency
+            .update_one(
+                doc! { "_id": key },
+                doc! { "$set": { "state": "done", "status": i32::from(status), "body": body } },
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Forgets `key` after a failure worth retrying (5xx), so a retry runs.
+    pub async fn idempotency_abandon(&self, key: &str) -> Result<(), ApiError> {
+        self.idempotency
+            .delete_one(doc! { "_id": key, "state": "running" })
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The email of the admin of `org`, to tell a repeated provisioning
+    /// request from a clash with someone else's organization.
+    pub async fn admin_email_of(&self, org: &OrgDoc) -> Result<Option<String>, ApiError> {
+        Ok(self
+            .admins
+            .find_one(doc! { "_id": org.admin_id })
+            .await
+            .map_err(db_error)?
+            .map(|a| a.email))
+    }
+
+    /// The organization whose admin has `email`, in any state.
+    pub async fn org_of_admin(&self, email: &Email) -> Result<Option<OrgDoc>, ApiError> {
+        match self.find_admin(email).await? {
+            Some(admin) => self.find_org_by_id(admin.organization_id).await,
+            None => Ok(None),
+        }
     }
 }

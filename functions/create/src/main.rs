@@ -1,8 +1,12 @@
-//! The `create` Lambda: POST /org/create. All logic lives in `shared::handlers::create`.
+//! The `create` Lambda: POST /org/create from API Gateway, provisioning
+//! requests from EventBridge and SQS, and the scheduled outbox flush, told
+//! apart by the event's shape in `shared::provisioning::handle`.
+
+#![recursion_limit = "256"]
 
 use shared::config::Function;
-use shared::lambda_http::{run, service_fn, Error, Request};
-use shared::{handlers, App};
+use shared::lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use shared::{provisioning, App};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -10,8 +14,10 @@ async fn main() -> Result<(), Error> {
     let app = App::init(Function::Create).await?;
     app.warm().await;
     let app = &app;
-    run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(handlers::create(app, req).await)
-    }))
+    run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            provisioning::handle(app, event).await
+        },
+    ))
     .await
 }

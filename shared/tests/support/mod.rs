@@ -103,6 +103,7 @@ impl TestApp {
             database: Some(dbc.clone()),
             tokens: Some(token_config()),
             bcrypt_cost: 4,
+            event_bus: None,
         };
         let store = Store::connect(&dbc, &uri).await.expect("connect");
         let client = store.client().clone();

@@ -1,0 +1,207 @@
+//! Lifecycle events out: `OrganizationCreated`, `OrganizationRenamed`,
+//! `OrganizationDeleted`, published to an EventBridge bus through an outbox.
+//!
+//! Each operation writes its event into the `outbox` collection (keyed by the
+//! operation's id, so a resumed operation writes it once) before its final
+//! step. An entry is *ready* once no organization still carries that operation
+//! as pending. [`flush`] claims ready entries, sends them with `PutEvents` and
+//! marks them published; a failure to publish leaves them pending with a
+//! growing back-off and never undoes the operation. Flushes run after every
+//! create, rename and delete, and on a schedule (the create function's
+//! scheduled rule), so a pending event goes out even if no request follows.
+//! Delivery is at least once: consumers deduplicate on `detail.event_id`.
+//! Events carry ids, names and times, never a secret.
+
+use std::time::Duration;
+
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::store::Store;
+
+/// The `source` of every event this service publishes.
+pub const SOURCE: &str = "org-service";
+pub const CREATED: &str = "OrganizationCreated";
+pub const RENAMED: &str = "OrganizationRenamed";
+pub const DELETED: &str = "OrganizationDeleted";
+
+/// How many entries one flush sends at most (PutEvents takes up to 10).
+pub const BATCH: usize = 10;
+
+/// A document of `outbox`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// The id of the operation that produced it; also the event's `event_id`.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub detail_type: String,
+    pub detail: Document,
+    pub created_at: DateTime,
+    #[serde(default)]
+    pub attempts: i32,
+    /// Not claimable before this (a claim in flight, or a back-off).
+    pub available_at: DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<DateTime>,
+    /// Published entries are kept a while for inspection, then expire (TTL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime>,
+}
+
+impl OutboxEntry {
+    pub fn new(op_id: ObjectId, detail_type: &str, mut detail: Document) -> Self {
+        let now = DateTime::now();
+        detail.insert("event_id", op_id.to_hex());
+        detail.insert(
+            "occurred_at",
+            now.try_to_rfc3339_string().unwrap_or_default(),
+        );
+        Self {
+            id: op_id,
+            detail_type: detail_type.to_owned(),
+            detail,
+            created_at: now,
+            attempts: 0,
+            available_at: now,
+            published_at: None,
+            expires_at: None,
+        }
+    }
+
+    /// The JSON text of `detail`, as EventBridge carries it.
+    pub fn detail_json(&self) -> String {
+        mongodb::bson::Bson::Document(self.detail.clone())
+            .into_relaxed_extjson()
+            .to_string()
+    }
+}
+
+/// The EventBridge client and the bus it publishes to.
+pub struct Publisher {
+    client: aws_sdk_eventbridge::Client,
+    bus: String,
+}
+
+impl Publisher {
+    pub fn new(sdk: &crate::aws::SdkConfig, bus: impl Into<String>) -> Self {
+        Self {
+            client: aws_sdk_eventbridge::Client::new(sdk),
+            bus: bus.into(),
+        }
+    }
+
+    /// Sends `entries` in one `PutEvents`; per entry, whether it was accepted.
+    pub async fn publish(&self, entries: &[OutboxEntry]) -> Result<Vec<bool>, PublishError> {
+        let mut request = self.client.put_events();
+        for e in entries {
+            request = request.entries(
+                PutEventsRequestEntry::builder()
+                    .event_bus_name(&self.bus)
+                    .source(SOURCE)
+                    .detail_type(&e.detail_type)
+                    .detail(e.detail_json())
+                    .build(),
+            );
+        }
+        let out = request.send().await.map_err(|e| {
+            PublishError(format!(
+                "{}",
+                aws_sdk_eventbridge::error::DisplayErrorContext(e)
+            ))
+        })?;
+        let results = out.entries.unwrap_or_default();
+        Ok((0..entries.len())
+            .map(|i| {
+                results
+                    .get(i)
+                    .is_some_and(|r| r.error_code.is_none() && r.event_id.is_some())
+            })
+            .collect())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("eventbridge: {0}")]
+pub struct PublishError(String);
+
+/// Back-off after the `attempts`-th failure: 5 s doubling, at most 15 min.
+pub fn backoff(attempts: i32) -> Duration {
+    Duration::from_secs(5)
+        .saturating_mul(1_u32 << attempts.clamp(0, 20))
+        .min(Duration::from_secs(15 * 60))
+}
+
+/// What one flush did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Flushed {
+    pub published: usize,
+    pub failed: usize,
+    pub not_ready: usize,
+}
+
+/// Publishes what is ready in the outbox. Errors are logged and left for the
+/// next flush; the caller's operation is never affected.
+pub async fn flush(store: &Store, publisher: &Publisher) -> Result<Flushed, ApiError> {
+    let claimed = store.claim_outbox(BATCH).await?;
+    let mut result = Flushed::default();
+    let mut ready = Vec::new();
+    for entry in claimed {
+        if store.operation_finished(entry.id).await? {
+            ready.push(entry);
+        } else {
+            result.not_ready += 1;
+            store
+                .release_outbox(entry.id, Duration::from_secs(5), false)
+                .await?;
+        }
+    }
+    if ready.is_empty() {
+        return Ok(result);
+    }
+    let accepted = match publisher.publish(&ready).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::warn!(error = %e, pending = ready.len(), "publishing lifecycle events failed; will retry");
+            vec![false; ready.len()]
+        }
+    };
+    for (entry, ok) in ready.iter().zip(accepted) {
+        if ok {
+            store.mark_published(entry.id).await?;
+            result.published += 1;
+        } else {
+            store
+                .release_outbox(entry.id, backoff(entry.attempts), true)
+                .await?;
+            result.failed += 1;
+        }
+    }
+    Ok(result)
+}
+
+/// The detail of `OrganizationCreated`.
+pub fn created(org_id: ObjectId, name: &str, collection: &str, admin_id: ObjectId) -> Document {
+    doc! {
+        "organization_id": org_id.to_hex(),
+        "organization_name": name,
+        "collection_name": collection,
+        "admin_id": admin_id.to_hex(),
+    }
+}
+
+/// The detail of `OrganizationRenamed`.
+pub fn renamed(org_id: ObjectId, from: &str, to: &str, collection: &str) -> Document {
+    doc! {
+        "organization_id": org_id.to_hex(),
+        "previous_name": from,
+        "organization_name": to,
+        "collection_name": collection,
+    }
+}
+
+/// The detail of `OrganizationDeleted`.
+pub fn deleted(org_id: ObjectId, name: &str) -> Document {
+    doc! { "organization_id": org_id.to_hex(), "organization_name": name }
+}

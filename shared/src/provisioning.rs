@@ -1,0 +1,306 @@
+//! The create function's inputs besides API Gateway: provisioning requests
+//! from other AWS services, and the schedule that flushes the event outbox.
+//!
+//! One binary, one dispatch on the event's shape ([`handle`]):
+//! - API Gateway HTTP API (v2) events go to [`handlers::create`];
+//! - EventBridge events with detail-type [`DETAIL_TYPE`] carry a request in
+//!   `detail`;
+//! - SQS batches carry one request per message body, or an EventBridge
+//!   envelope (a rule targeting the queue); the answer is a partial batch
+//!   response, so only failed messages are retried (and end in the DLQ);
+//! - the scheduled rule (`aws.events`, "Scheduled Event") flushes the outbox.
+//!
+//! A request is `{organization_name, email, password}` or, so that plaintext
+//! need not travel through queues, `{organization_name, email, password_hash}`
+//! with a bcrypt hash computed upstream. Deliveries repeat: a request whose
+//! organization already exists with the same admin email is reported as done.
+//! Neither password nor hash is ever logged.
+
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_runtime::LambdaEvent;
+use serde_json::{json, Value};
+
+use crate::auth::{hash_password, parse_bcrypt_hash};
+use crate::domain::{Email, OrgName, Password};
+use crate::error::{cause_chain, ApiError};
+use crate::http::JsonObject;
+use crate::store::{OrgDoc, OrgState};
+use crate::{handlers, App};
+
+/// The detail-type of a provisioning request on EventBridge.
+pub const DETAIL_TYPE: &str = "CreateOrganization";
+const FIELDS: &[&str] = &["organization_name", "email", "password", "password_hash"];
+
+/// What an incoming event is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Kind {
+    Http,
+    Sqs,
+    EventBridge,
+    Schedule,
+    Unknown,
+}
+
+pub fn classify(payload: &Value) -> Kind {
+    if payload["Records"][0]["eventSource"] == "aws:sqs" {
+        return Kind::Sqs;
+    }
+    if let Some(detail_type) = payload["detail-type"].as_str() {
+        return match detail_type {
+            DETAIL_TYPE => Kind::EventBridge,
+            "Scheduled Event" if payload["source"] == "aws.events" => Kind::Schedule,
+            _ => Kind::Unknown,
+        };
+    }
+    if payload["requestContext"]["http"].is_object() {
+        return Kind::Http;
+    }
+    Kind::Unknown
+}
+
+/// How a provisioning request ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Created(OrgDoc),
+    /// The same request was delivered before: nothing to do.
+    AlreadyDone(OrgDoc),
+}
+
+enum AdminSecret {
+    Password(Password),
+    Hash(String),
+}
+
+struct ProvisionRequest {
+    name: OrgName,
+    email: Email,
+    secret: AdminSecret,
+}
+
+fn parse_request(
+    value: Value,
+    tenant_db: &str,
+    min_cost: u32,
+) -> Result<ProvisionRequest, ApiError> {
+    let body = JsonObject::from_value(value, FIELDS)?;
+    let name = OrgName::parse(body.required("organization_name")?, tenant_db)?;
+    let email = Email::parse(body.required("email")?)?;
+    let secret = match (body.optional("password")?, body.optional("password_hash")?) {
+        (Some(p), None) => AdminSecret::Password(Password::parse(p)?),
+        (None, Some(h)) => AdminSecret::Hash(parse_bcrypt_hash(h, min_cost)?),
+        _ => {
+            return Err(ApiError::invalid(
+                "password",
+                "give exactly one of password or password_hash",
+            ))
+        }
+    };
+    Ok(ProvisionRequest {
+        name,
+        email,
+        secret,
+    })
+}
+
+/// Creates the organization a provisioning request asks for, or recognises it
+/// as delivered before.
+pub async fn provision(app: &App, request: Value) -> Result<Outcome, ApiError> {
+    let store = app.store().await?;
+    let req = parse_request(request, store.tenant_db(), app.config.bcrypt_cost)?;
+    let same_request =
+        |org: &OrgDoc| org.name == req.name.as_str() && org.state == OrgState::Active;
+    // A repeated delivery is recognised before any bcrypt work.
+    if let Some(org) = store.org_of_admin(&req.email).await?.filter(same_request) {
+        return Ok(Outcome::AlreadyDone(org));
+    }
+    let hash = match &req.secret {
+        AdminSecret::Password(p) => hash_password(p, app.config.bcrypt_cost).await?,
+        AdminSecret::Hash(h) => h.clone(),
+    };
+    match store.create_org(&req.name, &req.email, hash).await {
+        Ok(org) => {
+            app.flush_events().await;
+            Ok(Outcome::Created(org))
+        }
+        Err(
+            err @ ApiError::Conflict {
+                code: "organization_exists" | "email_taken",
+                ..
+            },
+        ) => match store.org_of_admin(&req.email).await?.filter(same_request) {
+            Some(org) => Ok(Outcome::AlreadyDone(org)),
+            None => Err(err),
+        },
+        Err(err) => Err(err),
+    }
+}
+
+fn log_outcome(source: &str, id: &str, outcome: &Result<Outcome, ApiError>) {
+    match outcome {
+        Ok(Outcome::Created(org)) => {
+            tracing::info!(source, id, organization_id = %org.id, "provisioned")
+        }
+        Ok(Outcome::AlreadyDone(org)) => {
+            tracing::info!(source, id, organization_id = %org.id, "already provisioned; delivery repeated")
+        }
+        Err(e) => tracing::warn!(
+            source,
+            id,
+            status = e.status(),
+            code = e.code(),
+            reason = %cause_chain(e),
+            "provisioning request failed"
+        ),
+    }
+}
+
+/// The request inside an SQS message body: the request itself, or the
+/// `detail` of an EventBridge envelope.
+fn unwrap_message(body: &str) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_str(body)
+        .map_err(|_| ApiError::Malformed("message body is not valid JSON".into()))?;
+    if value.get("detail-type").is_some() {
+        if value["detail-type"] != DETAIL_TYPE {
+            return Err(ApiError::invalid(
+                "detail-type",
+                format!("must be {DETAIL_TYPE}"),
+            ));
+        }
+        return Ok(value["detail"].clone());
+    }
+    Ok(value)
+}
+
+/// Processes an SQS batch; the answer names the messages to retry.
+pub async fn sqs_batch(app: &App, payload: Value) -> Value {
+    let records = payload["Records"].as_array().cloned().unwrap_or_default();
+    let mut failures = Vec::new();
+    // One at a time: two copies of one request in a batch then meet a
+    // finished organization rather than each other's operation in progress.
+    for record in records {
+        let id = record["messageId"].as_str().unwrap_or_default().to_owned();
+        let outcome = match record["body"].as_str() {
+            Some(body) => match unwrap_message(body) {
+                Ok(request) => provision(app, request).await,
+                Err(e) => Err(e),
+            },
+            None => Err(ApiError::Malformed("message has no body".into())),
+        };
+        log_outcome("sqs", &id, &outcome);
+        if outcome.is_err() {
+            failures.push(json!({ "itemIdentifier": id }));
+        }
+    }
+    json!({ "batchItemFailures": failures })
+}
+
+/// The answer API Gateway expects from a function (payload format 2.0).
+fn http_response_value(response: Response<Body>) -> Value {
+    let status = response.status().as_u16();
+    let headers: serde_json::Map<String, Value> = response
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                k.as_str().to_owned(),
+                Value::String(v.to_str().ok()?.to_owned()),
+            ))
+        })
+        .collect();
+    let body = match response.into_body() {
+        Body::Text(t) => t,
+        Body::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+        _ => String::new(),
+    };
+    json!({ "statusCode": status, "headers": headers, "body": body, "isBase64Encoded": false })
+}
+
+/// The create function's entry point: one dispatch on the event's shape.
+pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+    let (payload, context) = event.into_parts();
+    match classify(&payload) {
+        Kind::Http => {
+            let lambda_request: LambdaRequest = serde_json::from_value(payload)
+                .map_err(|e| format!("not an API Gateway HTTP event: {e}"))?;
+            let request = Request::from(lambda_request).with_lambda_context(context);
+            Ok(http_response_value(handlers::create(app, request).await))
+        }
+        Kind::Sqs => Ok(sqs_batch(app, payload).await),
+        Kind::EventBridge => {
+            let id = payload["id"].as_str().unwrap_or_default().to_owned();
+            let outcome = provision(app, payload["detail"].clone()).await;
+            log_outcome("eventbridge", &id, &outcome);
+            match outcome {
+                Ok(Outcome::Created(org)) => {
+                    Ok(json!({ "status": "created", "organization_id": org.id.to_hex() }))
+                }
+                Ok(Outcome::AlreadyDone(org)) => {
+                    Ok(json!({ "status": "exists", "organization_id": org.id.to_hex() }))
+                }
+                // An error makes Lambda retry the asynchronous invocation and
+                // then hand the event to the dead-letter queue.
+                Err(e) => Err(format!("{}: {}", e.code(), e).into()),
+            }
+        }
+        Kind::Schedule => {
+            app.flush_events().await;
+            Ok(json!({ "status": "flushed" }))
+        }
+        Kind::Unknown => {
+            tracing::error!(
+                "unrecognised event shape; not an HTTP, SQS, EventBridge or scheduled event"
+            );
+            Err("unrecognised event".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_classified_by_their_shape() {
+        assert_eq!(
+            classify(&json!({"Records": [{"eventSource": "aws:sqs"}]})),
+            Kind::Sqs
+        );
+        assert_eq!(
+            classify(&json!({"detail-type": DETAIL_TYPE, "detail": {}})),
+            Kind::EventBridge
+        );
+        assert_eq!(
+            classify(&json!({"detail-type": "Scheduled Event", "source": "aws.events"})),
+            Kind::Schedule
+        );
+        assert_eq!(
+            classify(&json!({"detail-type": "Scheduled Event", "source": "evil"})),
+            Kind::Unknown
+        );
+        assert_eq!(
+            classify(&json!({"version": "2.0", "requestContext": {"http": {}}})),
+            Kind::Http
+        );
+        assert_eq!(
+            classify(&json!({"Records": [{"eventSource": "aws:s3"}]})),
+            Kind::Unknown
+        );
+        assert_eq!(classify(&json!(null)), Kind::Unknown);
+    }
+
+    #[test]
+    fn an_sqs_body_may_be_the_request_or_an_eventbridge_envelope() {
+        let plain = unwrap_message(r#"{"organization_name":"a"}"#).unwrap();
+        assert_eq!(plain["organization_name"], "a");
+        let wrapped = unwrap_message(
+            &json!({"detail-type": DETAIL_TYPE, "detail": {"organization_name": "b"}}).to_string(),
+        )
+        .unwrap();
+        assert_eq!(wrapped["organization_name"], "b");
+        assert!(
+            unwrap_message(&json!({"detail-type": "Other", "detail": {}}).to_string()).is_err()
+        );
+        assert!(unwrap_message("not json").is_err());
+    }
+}
