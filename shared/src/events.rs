@@ -126,9 +126,9 @@ impl Publisher {
 #[error("eventbridge: {0}")]
 pub struct PublishError(String);
 
-/// Back-off after the `attempts`-th failure: 5 s doubling, at most 15 min.
+/// Back-off after the `attempts`-th failure: 1 s doubling, at most 15 min.
 pub fn backoff(attempts: i32) -> Duration {
-    Duration::from_secs(5)
+    Duration::from_secs(1)
         .saturating_mul(1_u32 << attempts.clamp(0, 20))
         .min(Duration::from_secs(15 * 60))
 }

@@ -222,6 +222,36 @@ async fn a_delete_killed_at_any_step_leaves_no_orphan_and_no_admin_after_its_ret
 }
 
 #[tokio::test]
+async fn a_provisioning_delivery_finishes_an_organization_half_made_by_a_crashed_one() {
+    for point in failpoints("create:") {
+        let t = lease_zero_app().await;
+        let message = json!({"organization_name": "queued", "email": "admin@queued.example", "password": PASSWORD});
+        let batch = json!({"Records": [{
+            "messageId": "m-1", "receiptHandle": "r", "body": message.to_string(),
+            "attributes": {}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"
+        }]});
+        run_until_killed(&t, &batch.to_string(), point);
+
+        let redelivered = shared::provisioning::handle(
+            &t.app,
+            shared::lambda_runtime::LambdaEvent::new(
+                batch,
+                shared::lambda_runtime::Context::default(),
+            ),
+        )
+        .await
+        .unwrap();
+
+        assert_eq!(redelivered["batchItemFailures"], json!([]), "{point}");
+        assert_invariants(&t).await;
+        assert_eq!(t.tenant_collections().await, ["org_queued"], "{point}");
+        t.login("admin@queued.example", PASSWORD).await;
+        t.drop().await;
+    }
+}
+
+#[tokio::test]
 async fn an_operation_in_progress_is_a_409_for_others_until_its_lease_runs_out() {
     let t = TestApp::new().await; // lease 120 s
     let (_, token) = t.create_and_login("acme").await;

@@ -1,12 +1,13 @@
-//! Test harness, built only with the `failpoints` feature: serves the one API
-//! Gateway event in `CHILD_EVENT` with the configuration of the environment
-//! and prints the response status. The crash tests run it with `ORG_FAILPOINT`
+//! Test harness, built only with the `failpoints` feature: serves the one event
+//! in `CHILD_EVENT` (an API Gateway request, or a provisioning event) with the
+//! configuration of the environment and prints the response status (or the
+//! provisioning answer). The crash tests run it with `ORG_FAILPOINT`
 //! set, so that it dies between two steps of an operation as a Lambda would.
 
 use std::process::ExitCode;
 
 use shared::config::Function;
-use shared::{handlers, lambda_http, App};
+use shared::{handlers, lambda_http, lambda_runtime, provisioning, App};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -14,18 +15,31 @@ async fn main() -> ExitCode {
         eprintln!("set CHILD_EVENT to an API Gateway v2 event");
         return ExitCode::from(2);
     };
-    let req = match lambda_http::request::from_str(&event) {
-        Ok(req) => req,
-        Err(e) => {
-            eprintln!("CHILD_EVENT is not an API Gateway v2 event: {e}");
-            return ExitCode::from(2);
-        }
-    };
     // Login's sections are the union of what every route needs.
     let app = match App::init(Function::Login).await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(payload) = serde_json::from_str::<serde_json::Value>(&event) else {
+        eprintln!("CHILD_EVENT is not JSON");
+        return ExitCode::from(2);
+    };
+    if provisioning::classify(&payload) != provisioning::Kind::Http {
+        // Provisioning events go where the create function sends them.
+        let event = lambda_runtime::LambdaEvent::new(payload, lambda_runtime::Context::default());
+        match provisioning::handle(&app, event).await {
+            Ok(answer) => println!("{answer}"),
+            Err(e) => println!("error: {e}"),
+        }
+        return ExitCode::SUCCESS;
+    }
+    let req = match lambda_http::request::from_str(&event) {
+        Ok(req) => req,
+        Err(e) => {
+            eprintln!("CHILD_EVENT is not an API Gateway v2 event: {e}");
             return ExitCode::from(2);
         }
     };
