@@ -119,10 +119,7 @@ pub async fn provision(app: &App, request: Value) -> Result<Outcome, ApiError> {
         AdminSecret::Hash(h) => h.clone(),
     };
     match store.create_org(&req.name, &req.email, hash).await {
-        Ok(org) => {
-            app.flush_events().await;
-            Ok(Outcome::Created(org))
-        }
+        Ok(org) => Ok(Outcome::Created(org)),
         Err(
             err @ ApiError::Conflict {
                 code: "organization_exists" | "email_taken",
@@ -192,6 +189,8 @@ pub async fn sqs_batch(app: &App, payload: Value) -> Value {
             failures.push(json!({ "itemIdentifier": id }));
         }
     }
+    // One publish for the whole batch rather than one per organization.
+    app.flush_events().await;
     json!({ "batchItemFailures": failures })
 }
 
@@ -231,6 +230,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, lambd
             let id = payload["id"].as_str().unwrap_or_default().to_owned();
             let outcome = provision(app, payload["detail"].clone()).await;
             log_outcome("eventbridge", &id, &outcome);
+            app.flush_events().await;
             match outcome {
                 Ok(Outcome::Created(org)) => {
                     Ok(json!({ "status": "created", "organization_id": org.id.to_hex() }))

@@ -30,7 +30,10 @@ async fn each_fixture_event_gets_the_expected_status_from_its_function() {
     let authorizer_event = serde_json::from_str(&fixture("authorizer", token)).unwrap();
     let decision = handlers::authorize(app.tokens().unwrap(), authorizer_event).await;
     assert!(decision.is_authorized, "authorizer.json");
-    assert_eq!(decision.context["organization_id"], created.body["organization_id"]);
+    assert_eq!(
+        decision.context["organization_id"],
+        created.body["organization_id"]
+    );
 
     let updated = reply(handlers::update(app, from_str(&fixture("update", token)).unwrap()).await);
     assert_eq!(updated.status, 200, "update.json: {}", updated.body);
@@ -39,5 +42,32 @@ async fn each_fixture_event_gets_the_expected_status_from_its_function() {
     assert_eq!(deleted.status, 200, "delete.json: {}", deleted.body);
     assert_invariants(&t).await;
     assert!(t.tenant_collections().await.is_empty());
+
+    // The create function's other inputs (their outcomes in detail are in
+    // tests/provisioning.rs).
+    let provision = |name: &str| {
+        let payload = serde_json::from_str(&fixture(name, "")).unwrap();
+        shared::provisioning::handle(
+            app,
+            shared::lambda_runtime::LambdaEvent::new(
+                payload,
+                shared::lambda_runtime::Context::default(),
+            ),
+        )
+    };
+    assert_eq!(
+        provision("provision-schedule").await.unwrap()["status"],
+        "flushed"
+    );
+    assert_eq!(
+        provision("provision-eventbridge").await.unwrap()["status"],
+        "created"
+    );
+    let batch = provision("provision-sqs-batch").await.unwrap();
+    assert_eq!(
+        batch["batchItemFailures"].as_array().unwrap().len(),
+        2,
+        "{batch}"
+    );
     t.drop().await;
 }

@@ -2,8 +2,10 @@
 //! deployment cannot drift from what the binaries do: the routes and the
 //! function behind each, one function per binary, the environment variable
 //! names each function reads (`shared::config`), the routes the authorizer
-//! guards, the secrets each function may read, and fixture events that parse
-//! as the events the functions receive.
+//! guards, the secrets each function may read and the bus it may publish to,
+//! the provisioning paths into the create function (EventBridge rule, SQS
+//! queue, schedule) each with its dead-letter queue, and fixture events that
+//! parse as the events the functions receive.
 //!
 //! CloudFormation short tags (`!Ref`, `!GetAtt`, `!Sub`) arrive from
 //! `serde_yaml` as `Value::Tagged`; [`intrinsic`] reads them and the long
@@ -15,11 +17,15 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
+use shared::aws_lambda_events::eventbridge::EventBridgeEvent;
+use shared::aws_lambda_events::sqs::SqsEvent;
 use shared::config::{
-    Config, Function, JWT_SECRET_ARN, LOCAL_ONLY_VARS, MONGODB_URI_SECRET_ARN, OPERATION_LEASE_SECS,
+    Config, Function, Section, EVENT_BUS_NAME, JWT_SECRET_ARN, LOCAL_ONLY_VARS,
+    MONGODB_URI_SECRET_ARN, OPERATION_LEASE_SECS,
 };
 use shared::lambda_http::request::RequestContext;
 use shared::lambda_http::RequestExt;
+use shared::provisioning::{classify, Kind, DETAIL_TYPE};
 
 /// The public contract: method, path and the function that serves it.
 const ROUTES: [(&str, &str, Function); 5] = [
@@ -37,6 +43,13 @@ const SERVERLESS_FUNCTION: &str = "AWS::Serverless::Function";
 const AUTHORIZER_FUNCTION: &str = "AuthorizerFunction";
 const HTTP_API: &str = "HttpApi";
 const READ_SECRET: &str = "secretsmanager:GetSecretValue";
+const PUT_EVENTS: &str = "events:PutEvents";
+const EVENT_BUS: &str = "AWS::Events::EventBus";
+const SQS_QUEUE: &str = "AWS::SQS::Queue";
+const PROVISIONING_QUEUE: &str = "ProvisioningQueue";
+const DEAD_LETTER_QUEUE: &str = "ProvisioningDeadLetterQueue";
+/// The functions that publish lifecycle events (create, rename, delete).
+const PUBLISHERS: [Function; 3] = [Function::Create, Function::Rename, Function::Delete];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -279,12 +292,17 @@ fn deployed_value(t: &Value, value: &Value, overrides: &BTreeMap<&str, String>) 
             other => panic!("parameter {target} has an unexpected default {other:?}"),
         };
     }
-    assert_eq!(
-        at(t, &["Resources", target, "Type"]).as_str(),
-        Some("AWS::SecretsManager::Secret"),
-        "an environment variable refers to {target}, which is neither a parameter nor a secret"
-    );
-    format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{target}-AbCdEf")
+    match at(t, &["Resources", target, "Type"]).as_str() {
+        Some("AWS::SecretsManager::Secret") => {
+            format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{target}-AbCdEf")
+        }
+        // `Ref` of an event bus is its name.
+        Some(EVENT_BUS) => format!("org-service-{target}"),
+        other => panic!(
+            "an environment variable refers to {target} ({other:?}), which is neither a \
+             parameter, a secret nor an event bus"
+        ),
+    }
 }
 
 fn config_from_template(
@@ -594,47 +612,134 @@ fn no_iam_statement_allows_every_action_or_every_resource() {
     }
 }
 
+/// A function's grants as (action, resource) pairs: a secret by its `!Ref`
+/// logical id, anything else by its `!GetAtt` (`X.Arn`).
+fn grants(t: &Value, f: Function) -> BTreeSet<(String, String)> {
+    let mut found = Vec::new();
+    statements(
+        at(function_resource(t, f), &["Properties", "Policies"]),
+        &mut found,
+    );
+    let mut granted = BTreeSet::new();
+    for s in &found {
+        assert_eq!(at(s, &["Effect"]).as_str(), Some("Allow"), "{s:?}");
+        for action in one_or_many(at(s, &["Action"])) {
+            let action = string(&action, "an Action");
+            for r in one_or_many(at(s, &["Resource"])) {
+                let resource = match action {
+                    READ_SECRET => ref_target(&r)
+                        .unwrap_or_else(|| panic!("{}: a secret by !Ref: {r:?}", f.name()))
+                        .to_owned(),
+                    PUT_EVENTS => get_att(&r)
+                        .unwrap_or_else(|| panic!("{}: the bus by !GetAtt X.Arn: {r:?}", f.name())),
+                    other => panic!(
+                        "{}: only {READ_SECRET} and {PUT_EVENTS} are needed, not {other}: {s:?}",
+                        f.name()
+                    ),
+                };
+                granted.insert((action.to_owned(), resource));
+            }
+        }
+    }
+    granted
+}
+
 #[test]
-fn each_function_may_read_only_the_secrets_its_configuration_names() {
+fn each_function_is_granted_only_the_secrets_and_the_bus_its_configuration_names() {
     let t = template();
 
     for f in Function::ALL {
         let env = environment(&t, f);
-        let needed: BTreeSet<String> = [MONGODB_URI_SECRET_ARN, JWT_SECRET_ARN]
+        let mut needed: BTreeSet<(String, String)> = [MONGODB_URI_SECRET_ARN, JWT_SECRET_ARN]
             .iter()
             .filter_map(|v| env.get(*v))
-            .map(|v| ref_target(v).expect("a secret ARN is a !Ref").to_owned())
+            .map(|v| {
+                let secret = ref_target(v).expect("a secret ARN is a !Ref");
+                (READ_SECRET.to_owned(), secret.to_owned())
+            })
             .collect();
-        let mut found = Vec::new();
-        statements(
-            at(function_resource(&t, f), &["Properties", "Policies"]),
-            &mut found,
-        );
-        let mut granted = BTreeSet::new();
-        for s in &found {
-            assert_eq!(at(s, &["Effect"]).as_str(), Some("Allow"), "{s:?}");
-            let actions = one_or_many(at(s, &["Action"]));
-            assert!(
-                actions.iter().all(|a| a.as_str() == Some(READ_SECRET)),
-                "{}: only {READ_SECRET} is needed: {s:?}",
+        if let Some(v) = env.get(EVENT_BUS_NAME) {
+            let bus = ref_target(v).expect("EVENT_BUS_NAME is !Ref the bus");
+            assert_eq!(
+                at(&t, &["Resources", bus, "Type"]).as_str(),
+                Some(EVENT_BUS),
+                "{}: {EVENT_BUS_NAME}",
                 f.name()
             );
-            for r in one_or_many(at(s, &["Resource"])) {
-                granted.insert(
-                    ref_target(&r)
-                        .unwrap_or_else(|| panic!("{}: resource by !Ref: {r:?}", f.name()))
-                        .to_owned(),
-                );
-            }
+            needed.insert((PUT_EVENTS.to_owned(), format!("{bus}.Arn")));
         }
 
         assert_eq!(
-            granted,
+            grants(&t, f),
             needed,
             "{}: granted (left) vs named in its environment (right)",
             f.name()
         );
     }
+}
+
+#[test]
+fn only_create_rename_and_delete_may_put_events_and_only_on_the_service_bus() {
+    let t = template();
+    let publishers: Vec<Function> = Function::ALL
+        .into_iter()
+        .filter(|f| f.sections().contains(&Section::Events))
+        .collect();
+    assert_eq!(
+        publishers, PUBLISHERS,
+        "the functions that read {EVENT_BUS_NAME}"
+    );
+
+    let buses = resources_of_type(&t, EVENT_BUS);
+    assert_eq!(buses.len(), 1, "one event bus: {buses:?}");
+    let (bus, bus_resource) = buses[0];
+    // A resource policy would let principals outside this account put
+    // events, provisioning requests among them.
+    assert!(
+        at(bus_resource, &["Properties", "Policy"]).is_null()
+            && resources_of_type(&t, "AWS::Events::EventBusPolicy").is_empty(),
+        "{bus} has no resource policy"
+    );
+    let on_the_bus = BTreeSet::from([(PUT_EVENTS.to_owned(), format!("{bus}.Arn"))]);
+    for f in Function::ALL {
+        let put: BTreeSet<(String, String)> = grants(&t, f)
+            .into_iter()
+            .filter(|(action, _)| action == PUT_EVENTS)
+            .collect();
+        if PUBLISHERS.contains(&f) {
+            assert_eq!(put, on_the_bus, "{}", f.name());
+            assert_eq!(
+                ref_target(&environment(&t, f)[EVENT_BUS_NAME]),
+                Some(bus),
+                "{}: {EVENT_BUS_NAME}",
+                f.name()
+            );
+        } else {
+            assert!(put.is_empty(), "{} must not publish: {put:?}", f.name());
+        }
+    }
+    // Nowhere else (a queue policy, a role written out) grants PutEvents.
+    let puts = |v: &Value| {
+        let mut found = Vec::new();
+        statements(v, &mut found);
+        found
+            .iter()
+            .filter(|s| {
+                one_or_many(at(s, &["Action"]))
+                    .iter()
+                    .any(|a| a.as_str() == Some(PUT_EVENTS))
+            })
+            .count()
+    };
+    let in_publishers: usize = PUBLISHERS
+        .iter()
+        .map(|f| puts(at(function_resource(&t, *f), &["Properties", "Policies"])))
+        .sum();
+    assert_eq!(
+        puts(&t),
+        in_publishers,
+        "{PUT_EVENTS} granted outside the publishing functions' policies"
+    );
 }
 
 #[test]
@@ -656,15 +761,347 @@ fn the_signing_key_is_generated_never_typed_in() {
 }
 
 #[test]
-fn the_outputs_name_the_api_and_both_secrets() {
+fn the_outputs_name_the_api_both_secrets_the_bus_and_the_provisioning_queues() {
     let t = template();
     let outputs: BTreeSet<&str> = mapping(at(&t, &["Outputs"]), "Outputs")
         .keys()
         .map(|k| string(k, "an output name"))
         .collect();
 
-    for name in ["ApiUrl", "JwtSigningKeyArn", "MongoUriSecretArn"] {
+    for name in [
+        "ApiUrl",
+        "JwtSigningKeyArn",
+        "MongoUriSecretArn",
+        "EventBusName",
+        "EventBusArn",
+        "ProvisioningQueueUrl",
+        "ProvisioningDeadLetterQueueUrl",
+    ] {
         assert!(outputs.contains(name), "missing output {name}");
+    }
+    let value = |name: &str| at(&t, &["Outputs", name, "Value"]);
+    let bus = the_bus(&t);
+    // `Ref` of a bus is its name; of a queue, its URL.
+    assert_eq!(ref_target(value("EventBusName")), Some(bus));
+    assert_eq!(
+        get_att(value("EventBusArn")),
+        Some(format!("{bus}.Arn")),
+        "EventBusArn"
+    );
+    assert_eq!(
+        ref_target(value("ProvisioningQueueUrl")),
+        Some(PROVISIONING_QUEUE)
+    );
+    assert_eq!(
+        ref_target(value("ProvisioningDeadLetterQueueUrl")),
+        Some(DEAD_LETTER_QUEUE)
+    );
+}
+
+/// The one event bus: where lifecycle events go and provisioning requests
+/// come from.
+fn the_bus(t: &Value) -> &str {
+    let buses = resources_of_type(t, EVENT_BUS);
+    assert_eq!(buses.len(), 1, "one event bus");
+    buses[0].0
+}
+
+/// The events of `f` of SAM event type `ty`, by name.
+fn events_of_type<'a>(t: &'a Value, f: Function, ty: &str) -> Vec<(&'a str, &'a Value)> {
+    at(function_resource(t, f), &["Properties", "Events"])
+        .as_mapping()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|(_, e)| at(e, &["Type"]).as_str() == Some(ty))
+                .map(|(name, e)| (string(name, "an event name"), at(e, &["Properties"])))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The one event of `ty` on the create function.
+fn create_event<'a>(t: &'a Value, ty: &str) -> (&'a str, &'a Value) {
+    let found = events_of_type(t, Function::Create, ty);
+    assert_eq!(found.len(), 1, "CreateFunction has one {ty} event");
+    found[0]
+}
+
+/// `!GetAtt Q.Arn` of an SQS queue declared here, as `Q`.
+fn queue_of_arn(t: &Value, value: &Value, what: &str) -> String {
+    let att = get_att(value).unwrap_or_else(|| panic!("{what}: !GetAtt Queue.Arn: {value:?}"));
+    let queue = att
+        .strip_suffix(".Arn")
+        .unwrap_or_else(|| panic!("{what}: {att} is not an Arn"));
+    assert_eq!(
+        at(t, &["Resources", queue, "Type"]).as_str(),
+        Some(SQS_QUEUE),
+        "{what}: {queue}"
+    );
+    queue.to_owned()
+}
+
+/// The seconds a numeric property holds, or `default` when it is absent.
+fn seconds(value: &Value, default: u64, what: &str) -> u64 {
+    match value {
+        Value::Null => default,
+        v => v
+            .as_u64()
+            .unwrap_or_else(|| panic!("{what} is not a number: {v:?}")),
+    }
+}
+
+#[test]
+fn only_the_create_function_takes_events_besides_http_routes_and_only_through_sam_events() {
+    let t = template();
+    let provisioning: BTreeSet<&str> = ["EventBridgeRule", "SQS", "Schedule", "ScheduleV2"].into();
+
+    for (id, r) in resources_of_type(&t, SERVERLESS_FUNCTION) {
+        let Some(events) = at(r, &["Properties", "Events"]).as_mapping() else {
+            continue;
+        };
+        for (name, event) in events {
+            let ty = string(at(event, &["Type"]), "an event Type");
+            if ty == "HttpApi" {
+                continue;
+            }
+            // Only the create binary dispatches on the event's shape.
+            assert_eq!(
+                id,
+                logical_id(Function::Create),
+                "{id}.{name:?}: a {ty} event"
+            );
+            assert!(provisioning.contains(ty), "{id}.{name:?}: a {ty} event");
+        }
+    }
+    // Written out by hand, these would bypass the checks on the SAM events.
+    for other in [
+        "AWS::Events::Rule",
+        "AWS::Lambda::EventSourceMapping",
+        "AWS::Lambda::EventInvokeConfig",
+        "AWS::Scheduler::Schedule",
+        "AWS::Lambda::Permission",
+    ] {
+        assert!(
+            resources_of_type(&t, other).is_empty(),
+            "unexpected {other}"
+        );
+    }
+}
+
+#[test]
+fn the_provisioning_rule_sends_create_organization_requests_on_the_bus_to_the_create_function() {
+    let t = template();
+    let (_, rule) = create_event(&t, "EventBridgeRule");
+
+    assert_eq!(
+        ref_target(at(rule, &["EventBusName"])),
+        Some(the_bus(&t)),
+        "the rule listens on the service's bus, not the default one"
+    );
+    mapping(at(rule, &["Pattern"]), "the rule's Pattern");
+    assert_eq!(
+        at(rule, &["Pattern", "detail-type"]),
+        &Value::from(vec![DETAIL_TYPE]),
+        "the rule matches provisioning requests by detail-type"
+    );
+    for published in [
+        shared::events::CREATED,
+        shared::events::RENAMED,
+        shared::events::DELETED,
+    ] {
+        assert_ne!(
+            published, DETAIL_TYPE,
+            "the service's own events must not provision"
+        );
+    }
+    assert!(
+        at(rule, &["Input"]).is_null() && at(rule, &["InputPath"]).is_null(),
+        "the function needs the whole event, detail-type included"
+    );
+}
+
+#[test]
+fn what_the_provisioning_rule_cannot_deliver_ends_in_the_dead_letter_queue() {
+    let t = template();
+    let (name, rule) = create_event(&t, "EventBridgeRule");
+
+    let retry = at(rule, &["RetryPolicy"]);
+    let attempts = seconds(at(retry, &["MaximumRetryAttempts"]), u64::MAX, "attempts");
+    let age = seconds(at(retry, &["MaximumEventAgeInSeconds"]), u64::MAX, "age");
+    assert!(attempts <= 185, "bounded retries: {retry:?}");
+    assert!((60..=86_400).contains(&age), "bounded age: {retry:?}");
+    assert!(
+        at(rule, &["DeadLetterConfig", "Type"]).is_null(),
+        "the dead-letter queue is declared here, not generated"
+    );
+    let dlq = queue_of_arn(
+        &t,
+        at(rule, &["DeadLetterConfig", "Arn"]),
+        "rule DeadLetterConfig",
+    );
+    assert_eq!(dlq, DEAD_LETTER_QUEUE);
+
+    // EventBridge writes to a dead-letter queue under the queue's policy:
+    // without a statement for this rule, failed events are silently lost.
+    // SAM names the rule it generates <function><event>.
+    let rule_arn = format!("{}{name}.Arn", logical_id(Function::Create));
+    let allowed = resources_of_type(&t, "AWS::SQS::QueuePolicy")
+        .into_iter()
+        .filter(|(_, p)| {
+            one_or_many(at(p, &["Properties", "Queues"]))
+                .iter()
+                .any(|q| ref_target(q) == Some(DEAD_LETTER_QUEUE))
+        })
+        .flat_map(|(_, p)| {
+            let mut found = Vec::new();
+            statements(at(p, &["Properties", "PolicyDocument"]), &mut found);
+            found
+        })
+        .any(|s| {
+            at(&s, &["Effect"]).as_str() == Some("Allow")
+                && at(&s, &["Principal", "Service"]).as_str() == Some("events.amazonaws.com")
+                && one_or_many(at(&s, &["Action"])) == [Value::from("sqs:SendMessage")]
+                && get_att(at(&s, &["Resource"])) == Some(format!("{DEAD_LETTER_QUEUE}.Arn"))
+                && get_att(at(&s, &["Condition", "ArnEquals", "aws:SourceArn"]))
+                    == Some(rule_arn.clone())
+        });
+    assert!(
+        allowed,
+        "{DEAD_LETTER_QUEUE}'s policy lets events.amazonaws.com send from {rule_arn} only"
+    );
+}
+
+#[test]
+fn a_provisioning_event_the_create_function_fails_ends_in_the_dead_letter_queue() {
+    let t = template();
+    // The rule invokes asynchronously: when the function returns an error,
+    // Lambda retries, then hands the event to the on-failure destination.
+    let config = at(
+        function_resource(&t, Function::Create),
+        &["Properties", "EventInvokeConfig"],
+    );
+    let retries = at(config, &["MaximumRetryAttempts"]).as_u64();
+    assert!(
+        matches!(retries, Some(0..=2)),
+        "MaximumRetryAttempts is set: {config:?}"
+    );
+    let on_failure = at(config, &["DestinationConfig", "OnFailure"]);
+    assert_eq!(at(on_failure, &["Type"]).as_str(), Some("SQS"));
+    let dlq = queue_of_arn(&t, at(on_failure, &["Destination"]), "OnFailure");
+    assert_eq!(dlq, DEAD_LETTER_QUEUE);
+}
+
+#[test]
+fn the_provisioning_queue_reports_batch_item_failures_and_redrives_to_the_dead_letter_queue() {
+    let t = template();
+    let (name, source) = create_event(&t, "SQS");
+
+    let queue = queue_of_arn(&t, at(source, &["Queue"]), name);
+    assert_eq!(queue, PROVISIONING_QUEUE);
+    assert_eq!(
+        one_or_many(at(source, &["FunctionResponseTypes"])),
+        [Value::from("ReportBatchItemFailures")],
+        "only failed messages are retried"
+    );
+    assert_eq!(at(source, &["BatchSize"]).as_u64(), Some(10));
+
+    let properties = at(&t, &["Resources", PROVISIONING_QUEUE, "Properties"]);
+    let redrive = at(properties, &["RedrivePolicy"]);
+    let dlq = queue_of_arn(&t, at(redrive, &["deadLetterTargetArn"]), "RedrivePolicy");
+    assert_eq!(dlq, DEAD_LETTER_QUEUE);
+    assert_eq!(at(redrive, &["maxReceiveCount"]).as_u64(), Some(5));
+    assert!(
+        at(
+            &t,
+            &[
+                "Resources",
+                DEAD_LETTER_QUEUE,
+                "Properties",
+                "RedrivePolicy"
+            ]
+        )
+        .is_null(),
+        "the dead-letter queue is the end of the line"
+    );
+
+    // Lambda's advice: at least six times the function's timeout (plus the
+    // batching window), or a batch in progress is delivered again.
+    let timeout = function_property(&t, Function::Create, "Timeout")
+        .as_u64()
+        .expect("CreateFunction Timeout");
+    let window = seconds(
+        at(source, &["MaximumBatchingWindowInSeconds"]),
+        0,
+        "MaximumBatchingWindowInSeconds",
+    );
+    let visibility = seconds(
+        at(properties, &["VisibilityTimeout"]),
+        30,
+        "VisibilityTimeout",
+    );
+    assert!(
+        visibility >= 6 * timeout + window,
+        "VisibilityTimeout {visibility} s < 6 x {timeout} s + {window} s"
+    );
+
+    for q in [PROVISIONING_QUEUE, DEAD_LETTER_QUEUE] {
+        let p = at(&t, &["Resources", q, "Properties"]);
+        assert!(
+            at(p, &["SqsManagedSseEnabled"]).as_bool() == Some(true)
+                || !at(p, &["KmsMasterKeyId"]).is_null(),
+            "{q} is encrypted at rest"
+        );
+    }
+    // A redriven message keeps its first enqueue time: the dead-letter queue
+    // must keep it longer than the source queue did.
+    let retention = |q: &str| {
+        seconds(
+            at(
+                &t,
+                &["Resources", q, "Properties", "MessageRetentionPeriod"],
+            ),
+            345_600,
+            "MessageRetentionPeriod",
+        )
+    };
+    assert!(retention(DEAD_LETTER_QUEUE) > retention(PROVISIONING_QUEUE));
+}
+
+#[test]
+fn a_schedule_on_the_create_function_sends_the_event_that_flushes_the_outbox() {
+    let t = template();
+    let classic = events_of_type(&t, Function::Create, "Schedule");
+    let scheduler = events_of_type(&t, Function::Create, "ScheduleV2");
+    assert_eq!(
+        classic.len() + scheduler.len(),
+        1,
+        "one schedule on CreateFunction"
+    );
+
+    for (name, schedule) in classic.iter().chain(&scheduler) {
+        assert_eq!(
+            at(schedule, &["Schedule"]).as_str(),
+            Some("rate(5 minutes)"),
+            "{name}"
+        );
+        assert!(
+            at(schedule, &["Enabled"]).as_bool() != Some(false)
+                && at(schedule, &["State"]).as_str().unwrap_or("ENABLED") == "ENABLED",
+            "{name} is enabled"
+        );
+    }
+    // An EventBridge schedule rule sends a "Scheduled Event" from aws.events,
+    // which the function recognises; EventBridge Scheduler sends only its
+    // Input, which must then be shaped like one.
+    for (name, schedule) in &classic {
+        assert!(at(schedule, &["Input"]).is_null(), "{name}: no Input");
+    }
+    for (name, schedule) in &scheduler {
+        let input: serde_json::Value =
+            serde_json::from_str(string(at(schedule, &["Input"]), "ScheduleV2 Input"))
+                .unwrap_or_else(|e| panic!("{name}: Input is not JSON: {e}"));
+        assert_eq!(classify(&input), Kind::Schedule, "{name}: Input");
     }
 }
 
@@ -778,5 +1215,94 @@ fn the_authorizer_fixture_parses_as_the_request_the_gateway_sends() {
             Some(&["Bearer REPLACE_WITH_TOKEN".to_owned()][..]),
             "{name}: identitySource is the Authorization header"
         );
+    }
+}
+
+#[test]
+fn every_fixture_is_a_route_an_authorizer_request_or_an_event_the_create_function_takes() {
+    for (name, json, _) in read_events() {
+        assert!(
+            is_route_event(&json)
+                || is_authorizer_request(&json)
+                || classify(&json) != Kind::Unknown,
+            "{name} is no event any function here takes"
+        );
+    }
+}
+
+/// A create request as a provisioning message carries it.
+fn assert_is_a_create_request(name: &str, request: &serde_json::Value) {
+    assert!(
+        request.is_object() && request["organization_name"].is_string(),
+        "{name}: not a create request: {request}"
+    );
+}
+
+#[test]
+fn the_provisioning_fixtures_parse_as_the_events_the_create_function_receives() {
+    let t = template();
+    let (_, rule) = create_event(&t, "EventBridgeRule");
+    let matched = one_or_many(at(rule, &["Pattern", "detail-type"]));
+    let (_, queue) = create_event(&t, "SQS");
+    let batch_size = at(queue, &["BatchSize"]).as_u64().expect("BatchSize") as usize;
+    let mut kinds = Vec::new();
+
+    for (name, json, text) in read_events() {
+        let kind = classify(&json);
+        match kind {
+            Kind::EventBridge => {
+                let event: EventBridgeEvent = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{name} is not an EventBridge event: {e}"));
+                assert!(
+                    matched.contains(&Value::from(event.detail_type.as_str())),
+                    "{name}: the provisioning rule does not match {}",
+                    event.detail_type
+                );
+                assert_ne!(event.source, shared::events::SOURCE, "{name}");
+                assert!(
+                    event.id.is_some(),
+                    "{name}: deliveries are told apart by id"
+                );
+                assert_is_a_create_request(&name, &event.detail);
+            }
+            Kind::Sqs => {
+                let event: SqsEvent = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{name} is not an SQS event: {e}"));
+                assert!(
+                    (1..=batch_size).contains(&event.records.len()),
+                    "{name}: a batch of 1 to {batch_size} messages"
+                );
+                let mut ids = BTreeSet::new();
+                for record in &event.records {
+                    let id = record.message_id.clone().unwrap_or_default();
+                    assert!(ids.insert(id.clone()), "{name}: {id:?} twice");
+                    assert_eq!(record.event_source.as_deref(), Some("aws:sqs"), "{name}");
+                    assert!(record.event_source_arn.is_some(), "{name}: {id}");
+                    let body: serde_json::Value =
+                        serde_json::from_str(record.body.as_deref().unwrap_or_default())
+                            .unwrap_or_else(|e| panic!("{name}: {id}: body is not JSON: {e}"));
+                    if body.get("detail-type").is_some() {
+                        // A rule targeting the queue: the whole event is the body.
+                        let envelope: EventBridgeEvent = serde_json::from_value(body)
+                            .unwrap_or_else(|e| panic!("{name}: {id}: not an envelope: {e}"));
+                        assert_eq!(envelope.detail_type, DETAIL_TYPE, "{name}: {id}");
+                        assert_is_a_create_request(&name, &envelope.detail);
+                    } else {
+                        assert_is_a_create_request(&name, &body);
+                    }
+                }
+            }
+            Kind::Schedule => {
+                let event: EventBridgeEvent = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{name} is not a scheduled event: {e}"));
+                assert_eq!(event.source, "aws.events", "{name}");
+                assert_eq!(event.detail_type, "Scheduled Event", "{name}");
+            }
+            Kind::Http | Kind::Unknown => continue,
+        }
+        kinds.push(kind);
+    }
+    for kind in [Kind::EventBridge, Kind::Sqs, Kind::Schedule] {
+        assert!(kinds.contains(&kind), "events/ has no {kind:?} fixture");
     }
 }
