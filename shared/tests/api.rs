@@ -5,8 +5,6 @@
 mod support;
 
 use mongodb::bson::{doc, Document};
-use mongodb::options::IndexOptions;
-use mongodb::IndexModel;
 use serde_json::json;
 use shared::store::LoginThrottle;
 use std::time::Duration;
@@ -328,25 +326,7 @@ async fn renaming_moves_the_collection_and_keeps_the_ids() {
 async fn a_rename_keeps_every_document_and_index_of_the_tenant() {
     let t = TestApp::new().await;
     let (_, token) = t.create_and_login("big").await;
-    let tenant = t.database().collection::<Document>("org_big");
-    tenant
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! {"sku": 1})
-                .options(
-                    IndexOptions::builder()
-                        .unique(true)
-                        .name("sku_unique".to_owned())
-                        .build(),
-                )
-                .build(),
-        )
-        .await
-        .unwrap();
-    let docs: Vec<Document> = (0..5_000)
-        .map(|i| doc! {"sku": i, "payload": format!("item {i}")})
-        .collect();
-    tenant.insert_many(docs).await.unwrap();
+    fill_tenant(&t, "org_big", 5_000).await;
 
     let r = t
         .call(update(

@@ -13,8 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use mongodb::bson::{doc, Document};
-use mongodb::options::IndexOptions;
-use mongodb::IndexModel;
 use serde_json::json;
 use shared::failpoint;
 use support::*;
@@ -64,26 +62,6 @@ fn failpoints(prefix: &str) -> Vec<&'static str> {
         .collect();
     assert!(!points.is_empty());
     points
-}
-
-async fn fill_tenant(t: &TestApp, collection: &str) {
-    let tenant = t.database().collection::<Document>(collection);
-    tenant
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! {"sku": 1})
-                .options(
-                    IndexOptions::builder()
-                        .unique(true)
-                        .name("sku_unique".to_owned())
-                        .build(),
-                )
-                .build(),
-        )
-        .await
-        .unwrap();
-    let docs: Vec<Document> = (0..TENANT_DOCS).map(|i| doc! {"sku": i}).collect();
-    tenant.insert_many(docs).await.unwrap();
 }
 
 async fn assert_tenant_intact(t: &TestApp, collection: &str) {
@@ -159,7 +137,7 @@ async fn a_rename_killed_at_any_step_loses_nothing_and_is_finished_by_its_retry(
     for point in failpoints("rename:") {
         let t = lease_zero_app().await;
         let (_, token) = t.create_and_login("acme").await;
-        fill_tenant(&t, "org_acme").await;
+        fill_tenant(&t, "org_acme", TENANT_DOCS).await;
         let body =
             json!({"organization_name": "acme-new", "password": "a-new-password"}).to_string();
         let event = event_json("PUT", "/org/update", &[], Some(&body), Some(&token));
@@ -185,7 +163,7 @@ async fn a_delete_killed_at_any_step_leaves_no_orphan_and_no_admin_after_its_ret
         let t = lease_zero_app().await;
         let (_, token) = t.create_and_login("acme").await;
         t.create_and_login("bystander").await;
-        fill_tenant(&t, "org_acme").await;
+        fill_tenant(&t, "org_acme", TENANT_DOCS).await;
         run_until_killed(
             &t,
             &event_json(
@@ -288,11 +266,7 @@ struct OwnServer {
 
 impl OwnServer {
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("org-svc-{}", fresh_db_name()));
         let mut server = Self {
             child: None,
@@ -327,13 +301,7 @@ impl OwnServer {
                 .spawn()
                 .expect("secantusd-rs on PATH (make test installs it)");
         self.child = Some(child);
-        for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("secantusd-rs did not start");
+        assert!(wait_for_port(self.port), "secantusd-rs did not start");
     }
 
     /// A clean shutdown (SIGTERM). A SIGKILL would also do for MongoDB, whose
@@ -407,7 +375,7 @@ async fn a_rename_whose_database_goes_away_mid_operation_is_finished_after_it_re
     let mut server = OwnServer::start();
     let t = TestApp::on(&server.uri(), |c| c.operation_lease = Duration::ZERO).await;
     let (_, token) = t.create_and_login("acme").await;
-    fill_tenant(&t, "org_acme").await;
+    fill_tenant(&t, "org_acme", TENANT_DOCS).await;
     let marker = server.dir.with_extension("marker");
     let body = json!({"organization_name": "acme-new"}).to_string();
     let child = child_command(

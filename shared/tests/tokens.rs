@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::net::TcpStream;
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -302,11 +301,7 @@ struct LocalEndpoint {
 
 impl LocalEndpoint {
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_owned());
         let child = Command::new(program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -319,13 +314,8 @@ impl LocalEndpoint {
             child,
             url: format!("http://127.0.0.1:{port}"),
         };
-        for _ in 0..300 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return endpoint;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("moto_server did not start");
+        assert!(wait_for_port(port), "moto_server did not start");
+        endpoint
     }
 
     fn stop(&mut self) {

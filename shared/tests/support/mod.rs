@@ -389,3 +389,50 @@ pub async fn assert_invariants(t: &TestApp) {
         assert!(admin.get_str("password_hash").unwrap().starts_with("$2"));
     }
 }
+
+/// Fills the tenant collection `collection` with `count` documents under a
+/// unique index (created first: the local server builds indexes over existing
+/// data slowly), so renames can be checked for losing either.
+pub async fn fill_tenant(t: &TestApp, collection: &str, count: i64) {
+    use mongodb::options::IndexOptions;
+    use mongodb::IndexModel;
+    let tenant = t.database().collection::<Document>(collection);
+    tenant
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! {"sku": 1})
+                .options(
+                    IndexOptions::builder()
+                        .unique(true)
+                        .name("sku_unique".to_owned())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    let docs: Vec<Document> = (0..count)
+        .map(|i| doc! {"sku": i, "payload": format!("item {i}")})
+        .collect();
+    tenant.insert_many(docs).await.unwrap();
+}
+
+/// A free port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits up to 15 s for something to listen on `port`.
+pub fn wait_for_port(port: u16) -> bool {
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
