@@ -212,7 +212,14 @@ fn http_response_value(response: Response<Body>) -> Value {
         Body::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
         _ => String::new(),
     };
-    json!({ "statusCode": status, "headers": headers, "body": body, "isBase64Encoded": false })
+    json!({
+        "statusCode": status,
+        "headers": headers,
+        "multiValueHeaders": {},
+        "cookies": [],
+        "body": body,
+        "isBase64Encoded": false,
+    })
 }
 
 /// The create function's entry point: one dispatch on the event's shape.
