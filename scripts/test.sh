@@ -27,3 +27,6 @@ MASTER_DB="$E2E_MASTER_DB" JWT_SECRET="e2e-$(date +%s%N)" BCRYPT_COST=4 start_lo
 
 log "cargo test"
 cargo test --workspace --features shared/failpoints
+
+log "schemathesis against the local API, from openapi.yaml"
+bash scripts/schemathesis.sh

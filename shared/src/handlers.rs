@@ -132,9 +132,10 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
 pub async fn create(app: &App, req: Request) -> Response<Body> {
     serve("POST /org/create", &req, async {
         http::require_method(&req, "POST")?;
-        let key = http::header(&req, IDEMPOTENCY_KEY)
-            .map(parse_idempotency_key)
-            .transpose()?;
+        let key = match req.headers().get(IDEMPOTENCY_KEY) {
+            None => None,
+            Some(raw) => Some(parse_idempotency_key(raw.to_str().unwrap_or(""))?),
+        };
         let body = http::json_object(&req, &[ORGANIZATION_NAME, EMAIL, PASSWORD])?;
         let store = app.store().await?;
         let name = OrgName::parse(body.required(ORGANIZATION_NAME)?, store.tenant_db())?;

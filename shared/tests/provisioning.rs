@@ -229,6 +229,16 @@ async fn the_same_idempotency_key_with_another_body_is_422_and_changes_nothing()
     assert_eq!(other.status, 422, "{}", other.body);
     assert_eq!(other.body["error"]["field"], "idempotency-key");
     assert_eq!(bad_key.status, 422);
+    let mut not_ascii = create_with_key("placeholder", "fourth", "d@fourth.example");
+    not_ascii.headers_mut().insert(
+        "idempotency-key",
+        shared::http::HeaderValue::from_bytes(b"k\xe9y").unwrap(),
+    );
+    assert_eq!(
+        t.call(not_ascii).await.status,
+        422,
+        "a key that is not ASCII is refused, not ignored"
+    );
     assert_eq!(t.snapshot().await, before);
     let records = t.all("idempotency").await;
     assert_eq!(records.len(), 1);

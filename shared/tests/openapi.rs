@@ -1,0 +1,803 @@
+//! `openapi.yaml` checked against the handlers, so that the published contract
+//! cannot drift from what the functions answer:
+//!
+//! - its routes are exactly those `handlers::dispatch` serves (and those the
+//!   `cargo lambda watch` router of `make run` serves, which is what
+//!   `scripts/schemathesis.sh` fuzzes), and the bearer scheme sits on exactly
+//!   the routes that demand a token;
+//! - every documented status of every route is produced here by driving the
+//!   handlers against the real database, and every answer is checked against
+//!   the document: the status is documented, and the content type, the
+//!   documented headers and the body match what it says of that status;
+//! - request bodies the handlers accept are valid by the document, and the
+//!   bodies the document refuses are refused by the handlers.
+//!
+//! No documented status is exempt: a status the handlers cannot be driven to
+//! answer here does not belong in the document.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use jsonschema::{Draft, Validator};
+use mongodb::bson::{self, doc, oid::ObjectId, DateTime, Document};
+use serde_json::{json, Value};
+use shared::config::{Secret, SecretSource};
+use shared::lambda_http::Request;
+use shared::store::{OrgState, Pending};
+use shared::App;
+use support::*;
+
+/// The methods probed on every path when looking for routes.
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+/// The HTTP methods an OpenAPI path item may hold operations for.
+const OPERATION_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+/// Failed logins tried before concluding that login does not throttle
+/// (the policy locks after 5).
+const MAX_FAILED_LOGINS: usize = 30;
+
+// ------------------------------------------------------------ the document
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the shared crate sits inside the workspace")
+        .to_path_buf()
+}
+
+fn document() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let path = workspace_root().join("openapi.yaml");
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    })
+}
+
+/// `token` escaped for a JSON pointer (`/` and `~`).
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// Follows the document's own `$ref`s (to responses, parameters, headers)
+/// from `pointer`: the pointer it lands on, and what is there.
+fn resolve(pointer: &str) -> (String, &'static Value) {
+    let mut pointer = pointer.to_owned();
+    for _ in 0..8 {
+        let value = document()
+            .pointer(&pointer)
+            .unwrap_or_else(|| panic!("openapi.yaml has nothing at #{pointer}"));
+        match value.get("$ref").and_then(Value::as_str) {
+            Some(target) => {
+                pointer = target
+                    .strip_prefix('#')
+                    .unwrap_or_else(|| panic!("openapi.yaml refers outside itself: {target}"))
+                    .to_owned();
+            }
+            None => return (pointer, value),
+        }
+    }
+    panic!("openapi.yaml: a $ref chain at #{pointer} is too long")
+}
+
+/// A validator for the schema at `pointer`, whose `$ref`s resolve inside the
+/// document. `formats`: whether `format` is asserted (answers) or, as JSON
+/// Schema 2020-12 has it by default, only an annotation (requests: an email is
+/// trimmed before its rule applies, so `" a@b.co"` is a valid request value).
+fn validator(pointer: &str, formats: bool) -> Validator {
+    let mut root = document().clone();
+    root["$ref"] = json!(format!("#{pointer}"));
+    jsonschema::options()
+        .with_draft(Draft::Draft202012)
+        .should_validate_formats(formats)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("openapi.yaml: the schema at #{pointer} does not compile: {e}"))
+}
+
+/// Why `instance` breaks the schema at `pointer`; empty when it does not.
+fn violations(pointer: &str, formats: bool, instance: &Value) -> Vec<String> {
+    validator(pointer, formats)
+        .iter_errors(instance)
+        .map(|e| format!("at '{}': {e}", e.instance_path()))
+        .collect()
+}
+
+fn operation_pointer(method: &str, path: &str) -> String {
+    format!("/paths/{}/{}", escape(path), method.to_ascii_lowercase())
+}
+
+fn operation(method: &str, path: &str) -> &'static Value {
+    resolve(&operation_pointer(method, path)).1
+}
+
+/// Every (METHOD, /path) the document describes.
+fn documented_routes() -> BTreeSet<(String, String)> {
+    let paths = document()["paths"]
+        .as_object()
+        .expect("openapi.yaml has paths");
+    let mut routes = BTreeSet::new();
+    for (path, item) in paths {
+        let item = item.as_object().expect("a path item is an object");
+        for method in item.keys() {
+            if OPERATION_METHODS.contains(&method.as_str()) {
+                routes.insert((method.to_ascii_uppercase(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+/// The statuses documented for a route; each must be a plain status code.
+fn documented_statuses(method: &str, path: &str) -> BTreeSet<u16> {
+    let responses = operation(method, path)["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {path} documents no responses"));
+    responses
+        .keys()
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("{method} {path}: response key {s:?} is not a status"))
+        })
+        .collect()
+}
+
+/// The route's request body schema, as a pointer.
+fn request_schema(method: &str, path: &str) -> String {
+    let pointer = format!(
+        "{}/requestBody/content/application~1json/schema",
+        operation_pointer(method, path)
+    );
+    assert!(
+        document().pointer(&pointer).is_some(),
+        "{method} {path} documents no JSON request body"
+    );
+    pointer
+}
+
+/// Whether the route requires the bearer scheme (its own `security`, or the
+/// document's when it has none).
+fn documents_bearer(method: &str, path: &str) -> bool {
+    let security = operation(method, path)
+        .get("security")
+        .or_else(|| document().get("security"));
+    security
+        .and_then(Value::as_array)
+        .is_some_and(|reqs| reqs.iter().any(|r| r.get("bearerAuth").is_some()))
+}
+
+/// The routes of `[workspace.metadata.lambda.watch.router]` in Cargo.toml:
+/// what `make run` serves and the schemathesis run of `make test` fuzzes.
+/// Each entry is one line, `"/path" = [{ method = "X", function = "f" }, ..]`.
+fn local_router_routes() -> BTreeSet<(String, String)> {
+    let path = workspace_root().join("Cargo.toml");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut in_router = false;
+    let mut routes = BTreeSet::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_router = line == "[workspace.metadata.lambda.watch.router]";
+            continue;
+        }
+        if !in_router || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (route_path, targets) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("Cargo.toml router: cannot read {line:?}"));
+        for target in targets.split("method").skip(1) {
+            let method = target
+                .split('"')
+                .nth(1)
+                .unwrap_or_else(|| panic!("Cargo.toml router: cannot read {line:?}"));
+            routes.insert((
+                method.to_owned(),
+                route_path.trim().trim_matches('"').to_owned(),
+            ));
+        }
+    }
+    assert!(
+        !routes.is_empty(),
+        "Cargo.toml has no [workspace.metadata.lambda.watch.router] routes"
+    );
+    routes
+}
+
+// ------------------------------------------------------- answers checked
+
+/// Checks one answer of the handlers against what the document says of its
+/// route and status; panics naming the difference.
+fn assert_documented(method: &str, path: &str, r: &Reply) {
+    let route = format!("{method} {path} {}", r.status);
+    let at = format!("{}/responses/{}", operation_pointer(method, path), r.status);
+    assert!(
+        document().pointer(&at).is_some(),
+        "{route} is not documented in openapi.yaml; body: {}",
+        r.body
+    );
+    let (at, response) = resolve(&at);
+
+    let header = |name: &str| {
+        r.response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().expect("an ASCII header").to_owned())
+    };
+    let content_type = header("content-type").unwrap_or_default();
+    assert!(
+        response["content"].get(&content_type).is_some(),
+        "{route}: Content-Type {content_type:?} is not documented"
+    );
+
+    let documented_headers = response.get("headers").and_then(Value::as_object);
+    for name in r.response.headers().keys() {
+        let known = name == "content-type"
+            || documented_headers
+                .is_some_and(|h| h.keys().any(|d| d.eq_ignore_ascii_case(name.as_str())));
+        assert!(known, "{route}: header {name} is not documented");
+    }
+    if let Some(headers) = documented_headers {
+        for name in headers.keys() {
+            let (header_at, spec) = resolve(&format!("{at}/headers/{}", escape(name)));
+            let Some(text) = header(name) else {
+                assert!(
+                    spec["required"] != true,
+                    "{route}: required header {name} is missing"
+                );
+                continue;
+            };
+            let value = match spec["schema"]["type"].as_str() {
+                Some("integer") => text.parse::<i64>().map_or(json!(text), Value::from),
+                _ => json!(text),
+            };
+            let wrong = violations(&format!("{header_at}/schema"), true, &value);
+            assert!(
+                wrong.is_empty(),
+                "{route}: header {name}: {text:?} {wrong:?}"
+            );
+        }
+    }
+
+    let schema = format!("{at}/content/{}/schema", escape(&content_type));
+    let wrong = violations(&schema, true, &r.body);
+    assert!(
+        wrong.is_empty(),
+        "{route}: the body breaks #{schema}:\n{}\n{wrong:#?}",
+        r.body
+    );
+}
+
+/// The answers of one route, checked as they come, and the statuses seen.
+struct RouteProbe {
+    method: &'static str,
+    path: &'static str,
+    produced: BTreeSet<u16>,
+}
+
+impl RouteProbe {
+    fn new(method: &'static str, path: &'static str) -> Self {
+        Self {
+            method,
+            path,
+            produced: BTreeSet::new(),
+        }
+    }
+
+    /// Checks that `r` has `status` and is what the document says of it.
+    fn expect(&mut self, status: u16, r: Reply) -> Reply {
+        assert_eq!(
+            r.status, status,
+            "{} {}: unexpected answer {}",
+            self.method, self.path, r.body
+        );
+        assert_documented(self.method, self.path, &r);
+        self.produced.insert(status);
+        r
+    }
+
+    /// Every documented status of the route was produced.
+    fn assert_every_documented_status_was_produced(&self) {
+        let documented = documented_statuses(self.method, self.path);
+        let missing: Vec<&u16> = documented.difference(&self.produced).collect();
+        assert!(
+            missing.is_empty(),
+            "{} {}: openapi.yaml documents {missing:?}, which the handlers were never \
+             driven to answer here (produced {:?})",
+            self.method,
+            self.path,
+            self.produced
+        );
+    }
+}
+
+/// The same app with its database at 127.0.0.1:9, where nothing listens:
+/// every database call fails fast, as in an outage.
+fn with_unreachable_database(t: &TestApp) -> App {
+    let mut config = t.app.config.clone();
+    let db = config.database.as_mut().expect("a database config");
+    db.uri = SecretSource::Value(Secret::new("mongodb://127.0.0.1:9/?directConnection=true"));
+    db.timeout = Duration::from_millis(300);
+    App::with_secret_store(config, None)
+}
+
+async fn call(app: &App, req: Request) -> Reply {
+    reply(shared::handlers::dispatch(app, req).await)
+}
+
+/// Leaves organization `name` as a delete that has just started and not
+/// finished leaves it (a crash, or a concurrent request): within the
+/// operation's lease, everything else on it gets 409.
+async fn leave_a_delete_in_progress(t: &TestApp, name: &str) {
+    let pending = Pending {
+        op_id: ObjectId::new(),
+        started_at: DateTime::now(),
+        admin_email: None,
+        password_hash: None,
+        from_name: None,
+        to_name: None,
+    };
+    let marked = t
+        .database()
+        .collection::<Document>(shared::store::ORGANIZATIONS)
+        .update_one(
+            doc! { "name": name },
+            doc! { "$set": {
+                "state": bson::to_bson(&OrgState::Deleting).unwrap(),
+                "pending": bson::to_document(&pending).unwrap(),
+            } },
+        )
+        .await
+        .unwrap();
+    assert_eq!(marked.matched_count, 1, "no organization {name}");
+}
+
+/// A create request whose body is bytes that are not UTF-8, as API Gateway
+/// delivers such a body: base64-encoded.
+fn create_with_bytes(bytes: &[u8]) -> Request {
+    use base64::Engine as _;
+    let text = event_json("POST", "/org/create", &[], Some(""), None);
+    let mut ev: Value = serde_json::from_str(&text).unwrap();
+    ev["body"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+    ev["isBase64Encoded"] = json!(true);
+    shared::lambda_http::request::from_str(&ev.to_string()).expect("a valid v2 event")
+}
+
+fn with_idempotency_key(mut req: Request, key: &str) -> Request {
+    let value = key.parse().expect("a header value");
+    req.headers_mut().insert("idempotency-key", value);
+    req
+}
+
+fn login_request(email: &str, password: &str) -> Request {
+    post(
+        "/admin/login",
+        &json!({"email": email, "password": password}),
+    )
+}
+
+/// A body over the 16 KiB cap, otherwise well-formed.
+fn oversized(fields: Value) -> String {
+    let mut body = fields;
+    body["password"] = json!("x".repeat(20_000));
+    body.to_string()
+}
+
+// ------------------------------------------------------------ the routes
+
+#[tokio::test]
+async fn the_document_names_exactly_the_routes_the_handlers_serve() {
+    let t = TestApp::new().await;
+    let documented = documented_routes();
+    let mut paths: BTreeSet<String> = documented.iter().map(|(_, p)| p.clone()).collect();
+    paths.extend(local_router_routes().into_iter().map(|(_, p)| p));
+    let with_slash: Vec<String> = paths.iter().map(|p| format!("{p}/")).collect();
+    paths.extend(with_slash);
+    paths.insert("/".to_owned());
+
+    let mut served = BTreeSet::new();
+    for path in &paths {
+        for method in METHODS {
+            let r = t.call(event(method, path, &[], None, None)).await;
+            let unrouted = r.status == 404 && r.body["error"]["message"] == "no such route";
+            if !unrouted {
+                served.insert((method.to_owned(), path.clone()));
+            }
+        }
+    }
+
+    assert_eq!(documented, served, "openapi.yaml vs handlers::dispatch");
+    assert_eq!(
+        local_router_routes(),
+        documented,
+        "the local API's router (Cargo.toml) vs openapi.yaml"
+    );
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_documented_on_exactly_the_routes_that_demand_a_token() {
+    let t = TestApp::new().await;
+    let scheme = &document()["components"]["securitySchemes"]["bearerAuth"];
+    assert_eq!(
+        (&scheme["type"], &scheme["scheme"]),
+        (&json!("http"), &json!("bearer"))
+    );
+
+    for (method, path) in documented_routes() {
+        // Nothing at all: a protected route refuses it for the token before
+        // reading anything else; the others, for the missing body or query.
+        let r = t.call(event(&method, &path, &[], None, None)).await;
+        assert_documented(&method, &path, &r);
+        assert_eq!(
+            documents_bearer(&method, &path),
+            r.status == 401,
+            "{method} {path} answers {} without a token",
+            r.status
+        );
+    }
+    t.drop().await;
+}
+
+#[test]
+fn the_document_is_openapi_3_1_and_every_answer_is_json_and_never_cached() {
+    assert_eq!(document()["openapi"], "3.1.0");
+    for (method, path) in documented_routes() {
+        if operation(&method, &path).get("requestBody").is_some() {
+            validator(&request_schema(&method, &path), false);
+        }
+        for status in documented_statuses(&method, &path) {
+            let route = format!("{method} {path} {status}");
+            let (at, response) = resolve(&format!(
+                "{}/responses/{status}",
+                operation_pointer(&method, &path)
+            ));
+            let media: Vec<&String> = response["content"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{route} documents no content"))
+                .keys()
+                .collect();
+            assert_eq!(media, ["application/json"], "{route}");
+            validator(&format!("{at}/content/application~1json/schema"), true);
+
+            let (_, cache_control) = resolve(&format!("{at}/headers/Cache-Control"));
+            assert_eq!(cache_control["required"], true, "{route}");
+            assert_eq!(cache_control["schema"]["const"], "no-store", "{route}");
+            if status == 429 {
+                let (_, retry_after) = resolve(&format!("{at}/headers/Retry-After"));
+                assert_eq!(retry_after["required"], true, "{route}");
+            }
+        }
+    }
+}
+
+// ------------------------------------------------- every status, per route
+
+#[tokio::test]
+async fn login_answers_every_documented_status_as_the_document_describes_it() {
+    let t = TestApp::new().await;
+    let mut route = RouteProbe::new("POST", "/admin/login");
+    let email = "admin@acme.example";
+    assert_eq!(t.create("acme", email).await.status, 201);
+
+    route.expect(200, t.call(login_request(email, PASSWORD)).await);
+    route.expect(400, t.call(post_raw("/admin/login", "{\"email\":")).await);
+    route.expect(401, t.call(login_request(email, "wrong-password")).await);
+    let huge = oversized(json!({"email": email}));
+    route.expect(413, t.call(post_raw("/admin/login", &huge)).await);
+    route.expect(422, t.call(login_request("not-an-email", PASSWORD)).await);
+    let down = with_unreachable_database(&t);
+    route.expect(503, call(&down, login_request(email, PASSWORD)).await);
+    // Repeated failures for one email from one address are throttled.
+    for _ in 0..MAX_FAILED_LOGINS {
+        let r = t.call(login_request(email, "wrong-password")).await;
+        if r.status == 429 {
+            route.expect(429, r);
+            break;
+        }
+        route.expect(401, r);
+    }
+
+    route.assert_every_documented_status_was_produced();
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn create_answers_every_documented_status_as_the_document_describes_it() {
+    let t = TestApp::new().await;
+    let mut route = RouteProbe::new("POST", "/org/create");
+    let body =
+        json!({"organization_name": "acme", "email": "a@acme.example", "password": PASSWORD});
+
+    route.expect(201, t.call(post("/org/create", &body)).await);
+    route.expect(400, t.call(post_raw("/org/create", "{not json")).await);
+    route.expect(400, t.call(create_with_bytes(b"\xff\xfe{")).await);
+    let taken =
+        json!({"organization_name": "ACME", "email": "b@acme.example", "password": PASSWORD});
+    route.expect(409, t.call(post("/org/create", &taken)).await);
+    route.expect(
+        413,
+        t.call(post_raw("/org/create", &oversized(body.clone())))
+            .await,
+    );
+    let dotted =
+        json!({"organization_name": "a.b", "email": "c@acme.example", "password": PASSWORD});
+    route.expect(422, t.call(post("/org/create", &dotted)).await);
+    let down = with_unreachable_database(&t);
+    let fresh =
+        json!({"organization_name": "other", "email": "d@acme.example", "password": PASSWORD});
+    route.expect(503, call(&down, post("/org/create", &fresh)).await);
+
+    // With an Idempotency-Key: the repeat replays the first answer, marked.
+    let keyed =
+        json!({"organization_name": "keyed", "email": "k@keyed.example", "password": PASSWORD});
+    let first = t
+        .call(with_idempotency_key(post("/org/create", &keyed), "k-1"))
+        .await;
+    route.expect(201, first);
+    let again = t
+        .call(with_idempotency_key(post("/org/create", &keyed), "k-1"))
+        .await;
+    let again = route.expect(201, again);
+    assert_eq!(again.response.headers()["idempotent-replayed"], "true");
+    let reused = t
+        .call(with_idempotency_key(post("/org/create", &fresh), "k-1"))
+        .await;
+    let reused = route.expect(422, reused);
+    assert_eq!(reused.body["error"]["field"], "idempotency-key");
+    let spaced = t
+        .call(with_idempotency_key(post("/org/create", &fresh), "a key"))
+        .await;
+    route.expect(422, spaced);
+
+    route.assert_every_documented_status_was_produced();
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn get_answers_every_documented_status_as_the_document_describes_it() {
+    let t = TestApp::new().await;
+    let mut route = RouteProbe::new("GET", "/org/get");
+    t.create("acme", "a@acme.example").await;
+    t.create("busy", "a@busy.example").await;
+    leave_a_delete_in_progress(&t, "busy").await;
+
+    route.expect(200, t.call(get_org("Acme")).await);
+    route.expect(404, t.call(get_org("nobody")).await);
+    route.expect(409, t.call(get_org("busy")).await);
+    route.expect(422, t.call(get_org("a.b")).await);
+    let down = with_unreachable_database(&t);
+    route.expect(503, call(&down, get_org("acme")).await);
+
+    route.assert_every_documented_status_was_produced();
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn update_answers_every_documented_status_as_the_document_describes_it() {
+    let t = TestApp::new().await;
+    let mut route = RouteProbe::new("PUT", "/org/update");
+    let (acme, token) = t.create_and_login("acme").await;
+    t.create("taken", "a@taken.example").await;
+    let (_, gone_token) = t.create_and_login("gone").await;
+    assert_eq!(t.call(delete(Some(&gone_token), "gone")).await.status, 200);
+    // A token of this organization for an admin it does not have.
+    let org_id = acme["organization_id"].as_str().unwrap();
+    let stranger = t
+        .app
+        .tokens()
+        .unwrap()
+        .issue(&ObjectId::new().to_hex(), org_id)
+        .await
+        .unwrap();
+    let rename = |name: &str| json!({"organization_name": name});
+    let raw = |body: &str| event("PUT", "/org/update", &[], Some(body), Some(&token));
+
+    route.expect(
+        200,
+        t.call(update(Some(&token), &rename("acme-labs"))).await,
+    );
+    route.expect(400, t.call(raw("{\"organization_name\":")).await);
+    route.expect(401, t.call(update(None, &rename("x"))).await);
+    route.expect(403, t.call(update(Some(&stranger), &rename("x"))).await);
+    route.expect(404, t.call(update(Some(&gone_token), &rename("x"))).await);
+    route.expect(409, t.call(update(Some(&token), &rename("taken"))).await);
+    route.expect(413, t.call(raw(&oversized(rename("x")))).await);
+    route.expect(422, t.call(update(Some(&token), &rename("a.b"))).await);
+    let down = with_unreachable_database(&t);
+    route.expect(503, call(&down, update(Some(&token), &rename("x"))).await);
+
+    route.assert_every_documented_status_was_produced();
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn delete_answers_every_documented_status_as_the_document_describes_it() {
+    let t = TestApp::new().await;
+    let mut route = RouteProbe::new("DELETE", "/org/delete");
+    let (_, token) = t.create_and_login("acme").await;
+    let (_, other_token) = t.create_and_login("other").await;
+    let (_, busy_token) = t.create_and_login("busy").await;
+    leave_a_delete_in_progress(&t, "busy").await;
+
+    route.expect(401, t.call(delete(None, "acme")).await);
+    route.expect(403, t.call(delete(Some(&other_token), "acme")).await);
+    route.expect(404, t.call(delete(Some(&token), "nobody")).await);
+    route.expect(409, t.call(delete(Some(&busy_token), "busy")).await);
+    route.expect(422, t.call(delete(Some(&token), "a.b")).await);
+    let down = with_unreachable_database(&t);
+    route.expect(503, call(&down, delete(Some(&token), "acme")).await);
+    route.expect(200, t.call(delete(Some(&token), "acme")).await);
+
+    route.assert_every_documented_status_was_produced();
+    t.drop().await;
+}
+
+// ------------------------------------------------------- request bodies
+
+#[tokio::test]
+async fn bodies_the_handlers_accept_are_valid_by_the_document_and_those_it_refuses_are_refused() {
+    let t = TestApp::new().await;
+    let (_, token) = t.create_and_login("acme").await;
+    let long_name = "a".repeat(64);
+    let long_password = "x".repeat(72);
+    let long = |n: usize| "n".repeat(n);
+    // (method, path, body, whether the handler accepts it)
+    let cases = [
+        // Raw values are normalised: padding and capitals are fine; a
+        // password is bounded in bytes (three 3-byte characters are 9).
+        (
+            "POST",
+            "/org/create",
+            json!({"organization_name": " Acme-Labs ", "email": " Admin@Labs.Example ", "password": "€€€"}),
+            true,
+        ),
+        (
+            "POST",
+            "/org/create",
+            json!({"organization_name": long_name, "email": "b@long.example", "password": long_password}),
+            true,
+        ),
+        (
+            "POST",
+            "/org/create",
+            json!({"organization_name": "x1", "email": "c@x.example", "password": PASSWORD, "admin": true}),
+            false,
+        ),
+        (
+            "POST",
+            "/org/create",
+            json!({"organization_name": 5, "email": "c@x.example", "password": PASSWORD}),
+            false,
+        ),
+        (
+            "POST",
+            "/org/create",
+            json!({"organization_name": null, "email": "c@x.example", "password": PASSWORD}),
+            false,
+        ),
+        (
+            "POST",
+            "/org/create",
+            json!({"organization_name": "x1", "email": "c@x.example"}),
+            false,
+        ),
+        (
+            "POST",
+            "/org/create",
+            json!({"organization_name": "x1", "email": "c@x.example", "password": "x"}),
+            false,
+        ),
+        (
+            "POST",
+            "/org/create",
+            json!({"organization_name": "x1", "email": "c@x.example", "password": "x".repeat(73)}),
+            false,
+        ),
+        (
+            "POST",
+            "/org/create",
+            json!({"organization_name": long(1025), "email": "c@x.example", "password": PASSWORD}),
+            false,
+        ),
+        (
+            "POST",
+            "/org/create",
+            json!({"organization_name": "x1", "email": {"$ne": ""}, "password": PASSWORD}),
+            false,
+        ),
+        (
+            "POST",
+            "/org/create",
+            json!(["x1", "c@x.example", PASSWORD]),
+            false,
+        ),
+        (
+            "POST",
+            "/admin/login",
+            json!({"email": " B@Long.Example ", "password": "x".repeat(72)}),
+            true,
+        ),
+        (
+            "POST",
+            "/admin/login",
+            json!({"email": "b@long.example", "password": PASSWORD, "remember": true}),
+            false,
+        ),
+        (
+            "POST",
+            "/admin/login",
+            json!({"email": "b@long.example"}),
+            false,
+        ),
+        (
+            "POST",
+            "/admin/login",
+            json!({"email": 1, "password": PASSWORD}),
+            false,
+        ),
+        (
+            "PUT",
+            "/org/update",
+            json!({"organization_name": "Acme-Two", "email": null, "password": null}),
+            true,
+        ),
+        (
+            "PUT",
+            "/org/update",
+            json!({"organization_name": "acme-two", "email": "new@acme.example", "password": "a-new-passphrase"}),
+            true,
+        ),
+        (
+            "PUT",
+            "/org/update",
+            json!({"email": "new@acme.example"}),
+            false,
+        ),
+        (
+            "PUT",
+            "/org/update",
+            json!({"organization_name": "acme-two", "owner": "me"}),
+            false,
+        ),
+        (
+            "PUT",
+            "/org/update",
+            json!({"organization_name": "acme-two", "password": "x".repeat(73)}),
+            false,
+        ),
+        (
+            "PUT",
+            "/org/update",
+            json!({"organization_name": "acme-two", "email": false}),
+            false,
+        ),
+    ];
+
+    for (method, path, body, accepted) in cases {
+        let wrong = violations(&request_schema(method, path), false, &body);
+        let req = event(method, path, &[], Some(&body.to_string()), Some(&token));
+        let r = t.call(req).await;
+        assert_documented(method, path, &r);
+        assert_eq!(
+            wrong.is_empty(),
+            accepted,
+            "{method} {path} {body}: the document's verdict differs from the handler's ({wrong:?})"
+        );
+        let expected = if accepted {
+            r.status < 300
+        } else {
+            r.status == 422
+        };
+        assert!(
+            expected,
+            "{method} {path} {body}: answered {} {}",
+            r.status, r.body
+        );
+    }
+    t.drop().await;
+}
