@@ -26,7 +26,10 @@ export E2E_MASTER_DB="e2e_$(date +%s)_$$"
 MASTER_DB="$E2E_MASTER_DB" JWT_SECRET="e2e-$(date +%s%N)" BCRYPT_COST=4 start_local_api "$(free_port)"
 
 log "cargo test"
-cargo test --workspace --features shared/failpoints
+cargo test --workspace --features shared/failpoints 2>&1 | tee "$STATE/cargo-test.log"
 
 log "schemathesis against the local API, from openapi.yaml"
 bash scripts/schemathesis.sh
+
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$STATE/cargo-test.log"
