@@ -4,8 +4,10 @@
 //! names each function reads (`shared::config`), the routes the authorizer
 //! guards, the secrets each function may read and the bus it may publish to,
 //! the provisioning paths into the create function (EventBridge rule, SQS
-//! queue, schedule) each with its dead-letter queue, and fixture events that
-//! parse as the events the functions receive.
+//! queue, schedule) each with its dead-letter queue, the queue's event source
+//! mapping and the queue permissions it needs (on that queue alone, where a
+//! SAM `SQS` event would attach a managed policy for every queue), and
+//! fixture events that parse as the events the functions receive.
 //!
 //! CloudFormation short tags (`!Ref`, `!GetAtt`, `!Sub`) arrive from
 //! `serde_yaml` as `Value::Tagged`; [`intrinsic`] reads them and the long
@@ -48,6 +50,15 @@ const EVENT_BUS: &str = "AWS::Events::EventBus";
 const SQS_QUEUE: &str = "AWS::SQS::Queue";
 const PROVISIONING_QUEUE: &str = "ProvisioningQueue";
 const DEAD_LETTER_QUEUE: &str = "ProvisioningDeadLetterQueue";
+const EVENT_SOURCE_MAPPING: &str = "AWS::Lambda::EventSourceMapping";
+/// What Lambda's poller needs on a queue it reads for a function, granted
+/// through that function's role.
+const CONSUME_QUEUE: [&str; 4] = [
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ChangeMessageVisibility",
+];
 /// The functions that publish lifecycle events (create, rename, delete).
 const PUBLISHERS: [Function; 3] = [Function::Create, Function::Rename, Function::Delete];
 
@@ -613,7 +624,7 @@ fn no_iam_statement_allows_every_action_or_every_resource() {
 }
 
 /// A function's grants as (action, resource) pairs: a secret by its `!Ref`
-/// logical id, anything else by its `!GetAtt` (`X.Arn`).
+/// logical id, anything else (the bus, a queue) by its `!GetAtt` (`X.Arn`).
 fn grants(t: &Value, f: Function) -> BTreeSet<(String, String)> {
     let mut found = Vec::new();
     statements(
@@ -632,8 +643,12 @@ fn grants(t: &Value, f: Function) -> BTreeSet<(String, String)> {
                         .to_owned(),
                     PUT_EVENTS => get_att(&r)
                         .unwrap_or_else(|| panic!("{}: the bus by !GetAtt X.Arn: {r:?}", f.name())),
+                    a if CONSUME_QUEUE.contains(&a) => {
+                        queue_of_arn(t, &r, &format!("{}: {a}", f.name())) + ".Arn"
+                    }
                     other => panic!(
-                        "{}: only {READ_SECRET} and {PUT_EVENTS} are needed, not {other}: {s:?}",
+                        "{}: only {READ_SECRET}, {PUT_EVENTS} and {CONSUME_QUEUE:?} are needed, \
+                         not {other}: {s:?}",
                         f.name()
                     ),
                 };
@@ -645,7 +660,7 @@ fn grants(t: &Value, f: Function) -> BTreeSet<(String, String)> {
 }
 
 #[test]
-fn each_function_is_granted_only_the_secrets_and_the_bus_its_configuration_names() {
+fn each_function_is_granted_only_what_its_configuration_and_its_queue_mapping_name() {
     let t = template();
 
     for f in Function::ALL {
@@ -668,11 +683,22 @@ fn each_function_is_granted_only_the_secrets_and_the_bus_its_configuration_names
             );
             needed.insert((PUT_EVENTS.to_owned(), format!("{bus}.Arn")));
         }
+        // Lambda polls a mapped queue with the function's role.
+        for (_, mapping) in resources_of_type(&t, EVENT_SOURCE_MAPPING) {
+            let props = at(mapping, &["Properties"]);
+            if ref_target(at(props, &["FunctionName"])) != Some(logical_id(f).as_str()) {
+                continue;
+            }
+            let queue = queue_of_arn(&t, at(props, &["EventSourceArn"]), "EventSourceArn");
+            for action in CONSUME_QUEUE {
+                needed.insert((action.to_owned(), format!("{queue}.Arn")));
+            }
+        }
 
         assert_eq!(
             grants(&t, f),
             needed,
-            "{}: granted (left) vs named in its environment (right)",
+            "{}: granted (left) vs named in its environment or its mapping (right)",
             f.name()
         );
     }
@@ -739,6 +765,51 @@ fn only_create_rename_and_delete_may_put_events_and_only_on_the_service_bus() {
         puts(&t),
         in_publishers,
         "{PUT_EVENTS} granted outside the publishing functions' policies"
+    );
+}
+
+#[test]
+fn only_the_create_function_may_consume_a_queue_and_only_the_provisioning_queue() {
+    let t = template();
+    let consumed = BTreeSet::from_iter(
+        CONSUME_QUEUE.map(|a| (a.to_owned(), format!("{PROVISIONING_QUEUE}.Arn"))),
+    );
+    for f in Function::ALL {
+        let consume: BTreeSet<(String, String)> = grants(&t, f)
+            .into_iter()
+            .filter(|(action, _)| action.starts_with("sqs:"))
+            .collect();
+        if f == Function::Create {
+            assert_eq!(consume, consumed, "{}", f.name());
+        } else {
+            assert!(
+                consume.is_empty(),
+                "{} reads no queue: {consume:?}",
+                f.name()
+            );
+        }
+    }
+    // Nowhere else (a queue policy, a role written out) lets anyone read or
+    // delete messages: not the dead-letter queue, not another queue.
+    let consumers = |v: &Value| {
+        let mut found = Vec::new();
+        statements(v, &mut found);
+        found
+            .iter()
+            .filter(|s| {
+                one_or_many(at(s, &["Action"]))
+                    .iter()
+                    .any(|a| a.as_str().is_some_and(|a| CONSUME_QUEUE.contains(&a)))
+            })
+            .count()
+    };
+    assert_eq!(
+        consumers(&t),
+        consumers(at(
+            function_resource(&t, Function::Create),
+            &["Properties", "Policies"]
+        )),
+        "{CONSUME_QUEUE:?} granted outside CreateFunction's policies"
     );
 }
 
@@ -827,6 +898,19 @@ fn create_event<'a>(t: &'a Value, ty: &str) -> (&'a str, &'a Value) {
     found[0]
 }
 
+/// The one event source mapping (the provisioning queue's) and its
+/// properties.
+fn queue_mapping(t: &Value) -> (&str, &Value) {
+    let found = resources_of_type(t, EVENT_SOURCE_MAPPING);
+    assert_eq!(
+        found.len(),
+        1,
+        "one {EVENT_SOURCE_MAPPING}: the provisioning queue's"
+    );
+    let (id, mapping) = found[0];
+    (id, at(mapping, &["Properties"]))
+}
+
 /// `!GetAtt Q.Arn` of an SQS queue declared here, as `Q`.
 fn queue_of_arn(t: &Value, value: &Value, what: &str) -> String {
     let att = get_att(value).unwrap_or_else(|| panic!("{what}: !GetAtt Queue.Arn: {value:?}"));
@@ -852,9 +936,13 @@ fn seconds(value: &Value, default: u64, what: &str) -> u64 {
 }
 
 #[test]
-fn only_the_create_function_takes_events_besides_http_routes_and_only_through_sam_events() {
+fn only_the_create_function_takes_events_besides_http_routes_through_sam_events_or_the_queue_mapping(
+) {
     let t = template();
-    let provisioning: BTreeSet<&str> = ["EventBridgeRule", "SQS", "Schedule", "ScheduleV2"].into();
+    // Not `SQS`: SAM would attach the managed AWSLambdaSQSQueueExecutionRole
+    // (receive and delete on every queue in the account); the queue comes
+    // in through the mapping written out below instead.
+    let provisioning: BTreeSet<&str> = ["EventBridgeRule", "Schedule", "ScheduleV2"].into();
 
     for (id, r) in resources_of_type(&t, SERVERLESS_FUNCTION) {
         let Some(events) = at(r, &["Properties", "Events"]).as_mapping() else {
@@ -865,6 +953,11 @@ fn only_the_create_function_takes_events_besides_http_routes_and_only_through_sa
             if ty == "HttpApi" {
                 continue;
             }
+            assert_ne!(
+                ty, "SQS",
+                "{id}.{name:?}: a SAM SQS event attaches AWSLambdaSQSQueueExecutionRole \
+                 (every queue); write an {EVENT_SOURCE_MAPPING} and an inline statement"
+            );
             // Only the create binary dispatches on the event's shape.
             assert_eq!(
                 id,
@@ -875,9 +968,15 @@ fn only_the_create_function_takes_events_besides_http_routes_and_only_through_sa
         }
     }
     // Written out by hand, these would bypass the checks on the SAM events.
+    // The one event source mapping is the provisioning queue's into the
+    // create function, checked on its own.
+    let (_, mapping) = queue_mapping(&t);
+    assert_eq!(
+        ref_target(at(mapping, &["FunctionName"])),
+        Some(logical_id(Function::Create).as_str())
+    );
     for other in [
         "AWS::Events::Rule",
-        "AWS::Lambda::EventSourceMapping",
         "AWS::Lambda::EventInvokeConfig",
         "AWS::Scheduler::Schedule",
         "AWS::Lambda::Permission",
@@ -993,11 +1092,55 @@ fn a_provisioning_event_the_create_function_fails_ends_in_the_dead_letter_queue(
 }
 
 #[test]
+fn the_provisioning_queue_is_mapped_to_the_create_function_once_its_role_may_read_the_queue() {
+    let t = template();
+    let (id, mapping) = queue_mapping(&t);
+    let create = logical_id(Function::Create);
+
+    assert_eq!(
+        ref_target(at(mapping, &["FunctionName"])),
+        Some(create.as_str()),
+        "{id}: FunctionName is !Ref {create} (no alias or version)"
+    );
+    let queue = queue_of_arn(&t, at(mapping, &["EventSourceArn"]), id);
+    assert_eq!(queue, PROVISIONING_QUEUE, "{id}");
+    assert_eq!(
+        at(mapping, &["Enabled"]).as_bool(),
+        Some(true),
+        "{id} is enabled"
+    );
+    // A message a filter drops is deleted, never dead-lettered.
+    assert!(
+        at(mapping, &["FilterCriteria"]).is_null(),
+        "{id}: every message reaches the function"
+    );
+    // Bounded, as the database's connections are.
+    let concurrency = at(mapping, &["ScalingConfig", "MaximumConcurrency"]).as_u64();
+    assert!(
+        matches!(concurrency, Some(2..=1000)),
+        "{id}: ScalingConfig.MaximumConcurrency is set: {concurrency:?}"
+    );
+
+    // Lambda checks the role when it creates the mapping: the mapping waits
+    // for the role SAM generates, which carries the function's Policies.
+    assert!(
+        function_property(&t, Function::Create, "Role").is_null(),
+        "{create} gets its role from SAM, with its Policies"
+    );
+    let role = format!("{create}Role");
+    let depends_on = one_or_many(at(&t, &["Resources", id, "DependsOn"]));
+    assert!(
+        depends_on.contains(&Value::from(role.as_str())),
+        "{id} DependsOn {role}: {depends_on:?}"
+    );
+}
+
+#[test]
 fn the_provisioning_queue_reports_batch_item_failures_and_redrives_to_the_dead_letter_queue() {
     let t = template();
-    let (name, source) = create_event(&t, "SQS");
+    let (name, source) = queue_mapping(&t);
 
-    let queue = queue_of_arn(&t, at(source, &["Queue"]), name);
+    let queue = queue_of_arn(&t, at(source, &["EventSourceArn"]), name);
     assert_eq!(queue, PROVISIONING_QUEUE);
     assert_eq!(
         one_or_many(at(source, &["FunctionResponseTypes"])),
@@ -1243,7 +1386,7 @@ fn the_provisioning_fixtures_parse_as_the_events_the_create_function_receives() 
     let t = template();
     let (_, rule) = create_event(&t, "EventBridgeRule");
     let matched = one_or_many(at(rule, &["Pattern", "detail-type"]));
-    let (_, queue) = create_event(&t, "SQS");
+    let (_, queue) = queue_mapping(&t);
     let batch_size = at(queue, &["BatchSize"]).as_u64().expect("BatchSize") as usize;
     let mut kinds = Vec::new();
 
