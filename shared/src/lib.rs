@@ -199,13 +199,38 @@ impl App {
             .ok_or_else(|| ApiError::unavailable("signing key", "no token configuration"))
     }
 
-    /// Starts, during init, the round trips the first request would otherwise
-    /// wait for. Failures are logged; requests retry them.
-    pub async fn warm(&self) {
+    /// Starts, during init and in the background, the round trips the first
+    /// request would otherwise wait for: the MongoDB handshake (after the URI
+    /// secret, if any) and the signing-key fetch, side by side and overlapping
+    /// the runtime's own start. A request that arrives first waits for the
+    /// same work rather than repeating it; failures are logged and retried by
+    /// requests.
+    pub fn warm(&'static self) {
         if self.database.is_some() {
-            if let Err(e) = self.store().await {
-                e.log();
-            }
+            tokio::spawn(async move {
+                let connected = match self.store().await {
+                    Ok(store) => store.ping().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = connected {
+                    e.log();
+                }
+            });
         }
+        if let Some(tokens) = &self.tokens {
+            tokio::spawn(async move {
+                if let Err(e) = tokens.key_provider().keys().await {
+                    e.log();
+                }
+            });
+        }
+    }
+
+    /// Builds the app for `function` from the environment, for the lifetime
+    /// of the process (an execution environment), and starts warming it.
+    pub async fn start(function: Function) -> Result<&'static Self, ConfigError> {
+        let app: &'static Self = Box::leak(Box::new(Self::init(function).await?));
+        app.warm();
+        Ok(app)
     }
 }

@@ -384,6 +384,16 @@ impl Store {
         &self.tenant_db
     }
 
+    /// One round trip that establishes a pooled connection (handshake, TLS,
+    /// authentication), so the first request does not pay for it.
+    pub async fn ping(&self) -> Result<(), ApiError> {
+        self.master
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(|_| ())
+            .map_err(db_error)
+    }
+
     /// Creates the unique indexes once per execution environment, before the
     /// first write that relies on them. `createIndexes` is idempotent, so many
     /// environments doing this at once is harmless.

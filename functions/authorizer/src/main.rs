@@ -12,7 +12,7 @@ use shared::{handlers, App};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::init(Function::Authorizer).await?;
+    let app = App::start(Function::Authorizer).await?;
     let tokens = app.tokens()?;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {

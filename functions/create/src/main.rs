@@ -11,9 +11,7 @@ use shared::{provisioning, App};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::init(Function::Create).await?;
-    app.warm().await;
-    let app = &app;
+    let app = App::start(Function::Create).await?;
     run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             provisioning::handle(app, event).await

@@ -1,5 +1,9 @@
 //! The `rename` Lambda: PUT /org/update. All logic lives in `shared::handlers::update`.
 
+// The handler futures nest the AWS SDK's deeply; the default limit of 128
+// is too low to compute their layout.
+#![recursion_limit = "256"]
+
 use shared::config::Function;
 use shared::lambda_http::{run, service_fn, Error, Request};
 use shared::{handlers, App};
@@ -7,9 +11,7 @@ use shared::{handlers, App};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::init(Function::Rename).await?;
-    app.warm().await;
-    let app = &app;
+    let app = App::start(Function::Rename).await?;
     run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(handlers::update(app, req).await)
     }))
