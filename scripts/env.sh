@@ -14,6 +14,7 @@ PY_TOOLS=(aws-sam-cli==1.170.0 cargo-lambda==1.9.2 ziglang==0.17.1 "moto[server]
 SECANTUS_VERSION=0.5.3-beta.196
 
 STARTED_PIDS=()
+CLEANUP_DIRS=()
 log() { printf '==> %s\n' "$*" >&2; }
 
 stop_started() {
@@ -27,6 +28,11 @@ stop_started() {
     fi
   done
   STARTED_PIDS=()
+  local dir
+  for dir in "${CLEANUP_DIRS[@]:-}"; do
+    [ -n "$dir" ] && rm -rf "$dir"
+  done
+  CLEANUP_DIRS=()
 }
 
 ensure_venv() {
@@ -83,6 +89,7 @@ start_mongo() {
   wait_for_port "$port" 30 "secantusd-rs" || { cat "$dir/server.log" >&2; return 1; }
   export MONGODB_URI="mongodb://127.0.0.1:$port/?directConnection=true"
   export MONGO_DIR="$dir"
+  CLEANUP_DIRS+=("$dir")
   log "SecantusDB (secantusd-rs) pid $MONGO_PID on port $port, data in $dir"
 }
 
