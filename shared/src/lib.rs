@@ -208,8 +208,13 @@ impl App {
     pub fn warm(&'static self) {
         if self.database.is_some() {
             tokio::spawn(async move {
+                // The indexes follow the ping on the same connection, so the
+                // first write finds them ensured instead of creating them.
                 let connected = match self.store().await {
-                    Ok(store) => store.ping().await,
+                    Ok(store) => match store.ping().await {
+                        Ok(()) => store.ensure_indexes().await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
                 if let Err(e) = connected {
