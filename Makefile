@@ -13,6 +13,11 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features shared/failpoints -- -D warnings
 
+## Cold start, memory, sizes, rename scaling, warm latency and bcrypt, with
+## the budgets of issue 6; writes BENCHMARKS.md (minutes; not part of test).
+bench:
+	bash scripts/bench.sh
+
 ## Release build of every function as a Lambda zip, with their sizes.
 package:
 	bash scripts/package.sh
