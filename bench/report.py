@@ -262,11 +262,16 @@ def main():
         proxy_note = ""
 
     login_warm = median(cold.get("login_warm_ms", []))
-    if login_warm is not None and verify_ms is not None:
-        extra = login_warm - verify_ms
+    verify_min = {b["cost"]: b["min_ms"] for b in bcrypt}.get(default_cost)
+    if login_warm is not None and verify_min is not None:
+        # Minima: both are the same CPU-bound work plus noise from a shared
+        # machine, and the fastest run of each carries the least noise.
+        login_min = min(cold["login_warm_ms"])
+        extra = login_min - verify_min
         budgets.append((extra <= BUDGET_LOGIN_MS, (
-            f"login (warm, median of {len(cold.get('login_warm_ms', []))}): {login_warm:.1f} ms = bcrypt verify "
-            f"at cost {default_cost} {verify_ms:.1f} ms + {extra:.1f} ms (budget + {BUDGET_LOGIN_MS:.0f} ms)"
+            f"login (warm, {len(cold['login_warm_ms'])} runs): fastest {login_min:.1f} ms = fastest bcrypt verify "
+            f"at cost {default_cost} {verify_min:.1f} ms + {extra:.1f} ms (budget + {BUDGET_LOGIN_MS:.0f} ms); "
+            f"medians {login_warm:.1f} and {verify_ms:.1f} ms"
         )))
 
     # ---------------------------------------------------------------- memory
@@ -533,7 +538,9 @@ METHOD = [
     "against `cargo lambda watch --release` serving the contract's paths, with `JWT_SECRET` and `MONGODB_URI` "
     "given directly (as `make run`). Creates use a new name per request (bench/wrk/create.lua).",
     "- **bcrypt.** `bench/bcrypt-cost` (release build, the `bcrypt` crate the service uses): one untimed verify, "
-    "then the median of 5 verifies per cost.",
+    "then 9 timed verifies per cost (median, min, max). The login budget compares the fastest warm login with "
+    "the fastest verify: both are the same CPU-bound work, and on a shared machine the fastest run carries the "
+    "least noise.",
 ]
 
 
