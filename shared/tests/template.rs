@@ -387,17 +387,15 @@ fn there_is_one_http_api_and_its_routes_come_only_from_the_functions() {
             "{HTTP_API}.{hidden} would declare routes this test cannot see"
         );
     }
-    for other in [
-        "AWS::Serverless::Api",
-        "AWS::ApiGatewayV2::Api",
-        "AWS::ApiGatewayV2::Route",
-        "AWS::ApiGateway::RestApi",
-    ] {
-        assert!(
-            resources_of_type(&t, other).is_empty(),
-            "unexpected {other}"
-        );
-    }
+    assert_no_resources_of_types(
+        &t,
+        &[
+            "AWS::Serverless::Api",
+            "AWS::ApiGatewayV2::Api",
+            "AWS::ApiGatewayV2::Route",
+            "AWS::ApiGateway::RestApi",
+        ],
+    );
 }
 
 #[test]
@@ -975,17 +973,15 @@ fn only_the_create_function_takes_events_besides_http_routes_through_sam_events_
         ref_target(at(mapping, &["FunctionName"])),
         Some(logical_id(Function::Create).as_str())
     );
-    for other in [
-        "AWS::Events::Rule",
-        "AWS::Lambda::EventInvokeConfig",
-        "AWS::Scheduler::Schedule",
-        "AWS::Lambda::Permission",
-    ] {
-        assert!(
-            resources_of_type(&t, other).is_empty(),
-            "unexpected {other}"
-        );
-    }
+    assert_no_resources_of_types(
+        &t,
+        &[
+            "AWS::Events::Rule",
+            "AWS::Lambda::EventInvokeConfig",
+            "AWS::Scheduler::Schedule",
+            "AWS::Lambda::Permission",
+        ],
+    );
 }
 
 #[test]
@@ -1447,5 +1443,12 @@ fn the_provisioning_fixtures_parse_as_the_events_the_create_function_receives() 
     }
     for kind in [Kind::EventBridge, Kind::Sqs, Kind::Schedule] {
         assert!(kinds.contains(&kind), "events/ has no {kind:?} fixture");
+    }
+}
+
+/// Fails if the template declares a resource of any of `types`.
+fn assert_no_resources_of_types(t: &Value, types: &[&str]) {
+    for other in types {
+        assert!(resources_of_type(t, other).is_empty(), "unexpected {other}");
     }
 }
