@@ -68,6 +68,12 @@ impl Function {
         }
     }
 
+    /// Whether the function's requests create, rename or delete, and so rely
+    /// on the unique indexes from its first request on.
+    pub fn writes_organizations(self) -> bool {
+        matches!(self, Function::Create | Function::Rename | Function::Delete)
+    }
+
     /// Every variable this function reads.
     pub fn env_vars(self) -> Vec<&'static str> {
         self.sections()
@@ -181,6 +187,8 @@ pub struct TokenConfig {
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The function this configuration was read for.
+    pub function: Function,
     pub database: Option<DatabaseConfig>,
     pub tokens: Option<TokenConfig>,
     pub bcrypt_cost: u32,
@@ -270,6 +278,7 @@ impl Config {
         };
 
         Ok(Self {
+            function,
             database,
             tokens,
             bcrypt_cost,

@@ -208,12 +208,14 @@ impl App {
     pub fn warm(&'static self) {
         if self.database.is_some() {
             tokio::spawn(async move {
-                // The indexes follow the ping on the same connection, so the
-                // first write finds them ensured instead of creating them.
+                // For the functions that write, the indexes follow the ping
+                // on the same connection, so the first write finds them
+                // ensured; the others never need them at start-up.
+                let writes = self.config.function.writes_organizations();
                 let connected = match self.store().await {
                     Ok(store) => match store.ping().await {
-                        Ok(()) => store.ensure_indexes().await,
-                        Err(e) => Err(e),
+                        Ok(()) if writes => store.ensure_indexes().await,
+                        other => other,
                     },
                     Err(e) => Err(e),
                 };

@@ -372,14 +372,6 @@ impl Store {
         &self.client
     }
 
-    pub fn master(&self) -> &Database {
-        &self.master
-    }
-
-    pub fn tenant(&self) -> &Database {
-        &self.tenant
-    }
-
     pub fn tenant_db(&self) -> &str {
         &self.tenant_db
     }
@@ -1226,17 +1218,6 @@ impl Store {
             .await
             .map_err(db_error)?;
         Ok(())
-    }
-
-    /// The email of the admin of `org`, to tell a repeated provisioning
-    /// request from a clash with someone else's organization.
-    pub async fn admin_email_of(&self, org: &OrgDoc) -> Result<Option<String>, ApiError> {
-        Ok(self
-            .admins
-            .find_one(doc! { "_id": org.admin_id })
-            .await
-            .map_err(db_error)?
-            .map(|a| a.email))
     }
 
     /// The organization whose admin has `email`, in any state.
