@@ -743,18 +743,7 @@ fn only_create_rename_and_delete_may_put_events_and_only_on_the_service_bus() {
         }
     }
     // Nowhere else (a queue policy, a role written out) grants PutEvents.
-    let puts = |v: &Value| {
-        let mut found = Vec::new();
-        statements(v, &mut found);
-        found
-            .iter()
-            .filter(|s| {
-                one_or_many(at(s, &["Action"]))
-                    .iter()
-                    .any(|a| a.as_str() == Some(PUT_EVENTS))
-            })
-            .count()
-    };
+    let puts = |v: &Value| statements_granting(v, |a| a == PUT_EVENTS);
     let in_publishers: usize = PUBLISHERS
         .iter()
         .map(|f| puts(at(function_resource(&t, *f), &["Properties", "Policies"])))
@@ -789,18 +778,7 @@ fn only_the_create_function_may_consume_a_queue_and_only_the_provisioning_queue(
     }
     // Nowhere else (a queue policy, a role written out) lets anyone read or
     // delete messages: not the dead-letter queue, not another queue.
-    let consumers = |v: &Value| {
-        let mut found = Vec::new();
-        statements(v, &mut found);
-        found
-            .iter()
-            .filter(|s| {
-                one_or_many(at(s, &["Action"]))
-                    .iter()
-                    .any(|a| a.as_str().is_some_and(|a| CONSUME_QUEUE.contains(&a)))
-            })
-            .count()
-    };
+    let consumers = |v: &Value| statements_granting(v, |a| CONSUME_QUEUE.contains(&a));
     assert_eq!(
         consumers(&t),
         consumers(at(
@@ -1451,4 +1429,18 @@ fn assert_no_resources_of_types(t: &Value, types: &[&str]) {
     for other in types {
         assert!(resources_of_type(t, other).is_empty(), "unexpected {other}");
     }
+}
+
+/// How many IAM statements anywhere under `v` grant an action `wanted` accepts.
+fn statements_granting(v: &Value, wanted: impl Fn(&str) -> bool) -> usize {
+    let mut found = Vec::new();
+    statements(v, &mut found);
+    found
+        .iter()
+        .filter(|s| {
+            one_or_many(at(s, &["Action"]))
+                .iter()
+                .any(|a| a.as_str().is_some_and(&wanted))
+        })
+        .count()
 }
