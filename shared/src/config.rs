@@ -3,7 +3,9 @@
 //! Each function reads only the sections it needs ([`Function::sections`]); the
 //! names of every variable live here, once, so that the README, template.yaml
 //! and the code cannot drift apart (a test reads the template and compares).
-//! Values are parsed and checked here; nothing else reads the environment.
+//! Values are parsed and checked here; nothing else reads the environment
+//! except the AWS SDK, for its standard `AWS_*` variables (region, credentials,
+//! endpoint overrides).
 
 use std::fmt;
 use std::time::Duration;
@@ -32,6 +34,9 @@ pub enum Section {
     Logging,
     /// Publishing lifecycle events.
     Events,
+    /// Reaching AWS services (Secrets Manager, EventBridge), read by every
+    /// function; the SDK itself reads the standard `AWS_*` variables.
+    Aws,
 }
 
 impl Function {
@@ -59,12 +64,12 @@ impl Function {
     pub fn sections(self) -> &'static [Section] {
         use Section::*;
         match self {
-            Function::Login => &[Logging, Database, Tokens, Passwords],
-            Function::Create => &[Logging, Database, Passwords, Events],
-            Function::Get => &[Logging, Database],
-            Function::Rename => &[Logging, Database, Tokens, Passwords, Events],
-            Function::Delete => &[Logging, Database, Tokens, Events],
-            Function::Authorizer => &[Logging, Tokens],
+            Function::Login => &[Logging, Aws, Database, Tokens, Passwords],
+            Function::Create => &[Logging, Aws, Database, Passwords, Events],
+            Function::Get => &[Logging, Aws, Database],
+            Function::Rename => &[Logging, Aws, Database, Tokens, Passwords, Events],
+            Function::Delete => &[Logging, Aws, Database, Tokens, Events],
+            Function::Authorizer => &[Logging, Aws, Tokens],
         }
     }
 
@@ -99,10 +104,15 @@ pub const KEY_CACHE_TTL_SECS: &str = "KEY_CACHE_TTL_SECS";
 pub const BCRYPT_COST: &str = "BCRYPT_COST";
 pub const RUST_LOG: &str = "RUST_LOG";
 pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
+/// A PEM file of certificate authorities the AWS clients trust besides the
+/// built-in Amazon Trust Services roots (an emulator or proxy with its own
+/// CA); the name the other AWS SDKs and the CLI use.
+pub const AWS_CA_BUNDLE: &str = "AWS_CA_BUNDLE";
 
-/// Variables meant for local runs only; a deployment sets their Secrets
-/// Manager counterparts instead.
-pub const LOCAL_ONLY_VARS: &[&str] = &[MONGODB_URI, JWT_SECRET];
+/// Variables meant for local runs only: a deployment sets the Secrets
+/// Manager counterparts of the first two, and AWS endpoints need no CA
+/// beyond the built-in ones.
+pub const LOCAL_ONLY_VARS: &[&str] = &[MONGODB_URI, JWT_SECRET, AWS_CA_BUNDLE];
 
 impl Section {
     pub fn vars(self) -> &'static [&'static str] {
@@ -126,6 +136,7 @@ impl Section {
             Section::Passwords => &[BCRYPT_COST],
             Section::Logging => &[RUST_LOG],
             Section::Events => &[EVENT_BUS_NAME],
+            Section::Aws => &[AWS_CA_BUNDLE],
         }
     }
 }
@@ -194,11 +205,19 @@ pub struct Config {
     pub bcrypt_cost: u32,
     /// Where lifecycle events go; none configured, none are recorded.
     pub event_bus: Option<String>,
+    /// The path of extra certificate authorities for the AWS clients.
+    pub aws_ca_bundle: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
 
 pub const DEFAULT_MASTER_DB: &str = "master_org_db";
 pub const DEFAULT_BCRYPT_COST: u32 = 12;
@@ -277,12 +296,19 @@ impl Config {
             None
         };
 
+        let aws_ca_bundle = if sections.contains(&Section::Aws) {
+            var(AWS_CA_BUNDLE)
+        } else {
+            None
+        };
+
         Ok(Self {
             function,
             database,
             tokens,
             bcrypt_cost,
             event_bus,
+            aws_ca_bundle,
         })
     }
 

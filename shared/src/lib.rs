@@ -66,10 +66,12 @@ impl App {
     /// here waits on the network; [`App::warm`] starts the connection.
     pub async fn init(function: Function) -> Result<Self, ConfigError> {
         let config = Config::from_env(function)?;
-        Ok(Self::from_config(config).await)
+        Self::from_config(config).await
     }
 
-    pub async fn from_config(config: Config) -> Self {
+    /// Builds what `config` asks for; fails only on an unreadable or invalid
+    /// `AWS_CA_BUNDLE`.
+    pub async fn from_config(config: Config) -> Result<Self, ConfigError> {
         let uses_secrets_manager =
             |s: &SecretSource| matches!(s, SecretSource::SecretsManager { .. });
         let needs_secrets = config
@@ -81,7 +83,14 @@ impl App {
                 .as_ref()
                 .is_some_and(|t| uses_secrets_manager(&t.key));
         let sdk = if needs_secrets || config.event_bus.is_some() {
-            Some(aws::load(None).await)
+            let extra_roots = match &config.aws_ca_bundle {
+                Some(path) => Some(
+                    aws::CaBundle::read(path)
+                        .map_err(|e| ConfigError::new(format!("{}: {e}", config::AWS_CA_BUNDLE)))?,
+                ),
+                None => None,
+            };
+            Some(aws::load_trusting(None, extra_roots.as_ref()).await)
         } else {
             None
         };
@@ -93,7 +102,7 @@ impl App {
             (Some(sdk), Some(bus)) => Some(Publisher::new(sdk, bus)),
             _ => None,
         };
-        Self::with_secret_store(config, secrets).with_publisher(publisher)
+        Ok(Self::with_secret_store(config, secrets).with_publisher(publisher))
     }
 
     /// Builds from parts; the tests use it to point at their own endpoints.

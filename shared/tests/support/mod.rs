@@ -105,6 +105,7 @@ impl TestApp {
             tokens: Some(token_config()),
             bcrypt_cost: 4,
             event_bus: None,
+            aws_ca_bundle: None,
         };
         let store = Store::connect(&dbc, &uri).await.expect("connect");
         let client = store.client().clone();
