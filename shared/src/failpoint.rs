@@ -13,6 +13,7 @@ pub const ALL: &[&str] = &[
     "rename:after_claim",
     "rename:after_credentials",
     "rename:after_collection_rename",
+    "delete:before_mark",
     "delete:after_mark",
     "delete:after_admins",
     "delete:after_drop",
@@ -22,7 +23,8 @@ pub const ENV: &str = "ORG_FAILPOINT";
 
 /// What happens at the named point: by default the process aborts. With
 /// `wait:<path>` it creates `<path>.reached` and waits (up to a minute) for
-/// `<path>.go`, so a test can change the world (stop the database) mid-operation.
+/// `<path>.go`, so a test can change the world (stop the database, race another
+/// request) mid-operation.
 pub const ACTION_ENV: &str = "ORG_FAILPOINT_ACTION";
 
 #[cfg(feature = "failpoints")]

@@ -991,12 +991,16 @@ impl Store {
             .settle(org)
             .await?
             .ok_or_else(|| ApiError::NotFound("organization not found".into()))?;
+        failpoint::hit("delete:before_mark");
         let pending = Pending::new(DateTime::now());
         let pending_doc = mongodb::bson::to_document(&pending).map_err(ApiError::internal)?;
         let marked = self
             .orgs
             .find_one_and_update(
-                doc! { "_id": org.id, "state": OrgState::Active.as_str() },
+                // Still under the name the request gave: a rename that won
+                // the race in between makes this delete miss (a 404 or 409
+                // below), not delete the organization under its new name.
+                doc! { "_id": org.id, "state": OrgState::Active.as_str(), "name": &org.name },
                 doc! { "$set": {
                     "state": OrgState::Deleting.as_str(),
                     "pending": pending_doc,
@@ -1008,6 +1012,9 @@ impl Store {
             .map_err(db_error)?;
         let Some(marked) = marked else {
             let current = self.require_org(doc! { "_id": org.id }).await?;
+            if current.state == OrgState::Active && current.name != org.name {
+                return Err(ApiError::NotFound("organization not found".into()));
+            }
             return Err(conflict_in_progress(&current));
         };
         failpoint::hit("delete:after_mark");

@@ -184,7 +184,7 @@ async fn a_delete_killed_at_any_step_leaves_no_orphan_and_no_admin_after_its_ret
             .await;
         let retry = t.call(delete(Some(&token), "acme")).await;
 
-        if point != "delete:after_mark" {
+        if !["delete:before_mark", "delete:after_mark"].contains(&point) {
             assert_eq!(login.status, 401, "{point}: the admin went first");
         }
         assert_eq!(retry.status, 200, "{point}: {}", retry.body);
@@ -368,6 +368,67 @@ async fn a_database_down_for_a_whole_request_is_a_503_and_the_same_app_recovers(
     );
     assert_eq!(t.create("other", "admin@other.example").await.status, 201);
     assert_invariants(&t).await;
+}
+
+/// Runs `event` in a child that stops at `failpoint` until `meanwhile` has
+/// run; returns what the child printed (its status).
+async fn run_pausing_at(
+    t: &TestApp,
+    event: &str,
+    failpoint: &str,
+    meanwhile: impl std::future::Future<Output = ()>,
+) -> String {
+    let marker =
+        std::env::temp_dir().join(format!("pause-{}", mongodb::bson::oid::ObjectId::new()));
+    let reached = marker.with_extension("reached");
+    let go = marker.with_extension("go");
+    let child = child_command(&mongodb_uri(), &t.db, event)
+        .env(failpoint::ENV, failpoint)
+        .env(failpoint::ACTION_ENV, format!("wait:{}", marker.display()))
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if reached.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reached.exists(), "the child never reached {failpoint}");
+    meanwhile.await;
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&reached);
+    let _ = std::fs::remove_file(&go);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_delete_that_read_the_organization_before_a_rename_finished_deletes_nothing() {
+    let t = TestApp::new().await;
+    let (_, token) = t.create_and_login("acme").await;
+    fill_tenant(&t, "org_acme", TENANT_DOCS).await;
+    let delete_acme = event_json(
+        "DELETE",
+        "/org/delete",
+        &[("organization_name", "acme")],
+        None,
+        Some(&token),
+    );
+
+    // The delete has found "acme"; the rename then completes before it acts.
+    let status = run_pausing_at(&t, &delete_acme, "delete:before_mark", async {
+        let renamed = t
+            .call(update(Some(&token), &json!({"organization_name": "acme-new"})))
+            .await;
+        assert_eq!(renamed.status, 200, "{}", renamed.body);
+    })
+    .await;
+
+    assert_eq!(status, "404", "'acme' no longer exists when the delete acts");
+    let org = t.call(get_org("acme-new")).await;
+    assert_eq!(org.status, 200, "{}", org.body);
+    assert_invariants(&t).await;
+    assert_tenant_intact(&t, "org_acme-new").await;
 }
 
 #[tokio::test]
