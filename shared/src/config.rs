@@ -73,8 +73,9 @@ impl Function {
         }
     }
 
-    /// Whether the function's requests create, rename or delete, and so rely
-    /// on the unique indexes from its first request on.
+    /// Whether the function's requests create, rename or delete: these
+    /// ensure the indexes while they start (the unique ones before their
+    /// first write).
     pub fn writes_organizations(self) -> bool {
         matches!(self, Function::Create | Function::Rename | Function::Delete)
     }

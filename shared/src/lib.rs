@@ -217,15 +217,16 @@ impl App {
     pub fn warm(&'static self) {
         if self.database.is_some() {
             tokio::spawn(async move {
-                // For the functions that write, the indexes follow the ping
-                // on the same connection, so the first write finds them
-                // ensured; the others never need them at start-up.
-                let writes = self.config.function.writes_organizations();
+                // The first command opens the pooled connection. The writing
+                // functions make it `createIndexes`, unique indexes first: a
+                // request arriving meanwhile does its reads on a second
+                // connection opened beside this one, and waits, if at all,
+                // only before its first write. The others just ping.
                 let connected = match self.store().await {
-                    Ok(store) => match store.ping().await {
-                        Ok(()) if writes => store.ensure_indexes().await,
-                        other => other,
-                    },
+                    Ok(store) if self.config.function.writes_organizations() => {
+                        store.ensure_indexes().await
+                    }
+                    Ok(store) => store.ping().await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = connected {

@@ -229,7 +229,8 @@ pub struct Store {
     events_enabled: bool,
     lease: Duration,
     throttle: LoginThrottle,
-    indexes: OnceCell<()>,
+    unique_indexes: OnceCell<()>,
+    expiry_indexes: OnceCell<()>,
 }
 
 /// Maps a driver error: the database being unreachable is a 503, anything else
@@ -353,7 +354,8 @@ impl Store {
             tenant,
             tenant_db: cfg.tenant_db.clone(),
             lease: cfg.operation_lease,
-            indexes: OnceCell::new(),
+            unique_indexes: OnceCell::new(),
+            expiry_indexes: OnceCell::new(),
         }
     }
 
@@ -386,11 +388,54 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Creates the unique indexes once per execution environment, before the
-    /// first write that relies on them. `createIndexes` is idempotent, so many
-    /// environments doing this at once is harmless.
+    /// Ensures every index, once per execution environment: the unique ones
+    /// first ([`Store::ensure_unique_indexes`]), then those that expire old
+    /// records and find pending events. The writing functions run it during
+    /// init, on a connection of its own, so that requests meet it done.
+    /// `createIndexes` is idempotent, so many environments doing this at once
+    /// is harmless.
     pub async fn ensure_indexes(&self) -> Result<(), ApiError> {
-        self.indexes
+        self.ensure_unique_indexes().await?;
+        self.expiry_indexes
+            .get_or_try_init(|| async {
+                let ttl = || {
+                    IndexModel::builder()
+                        .keys(doc! { "expires_at": 1 })
+                        .options(
+                            IndexOptions::builder()
+                                .name("expires_at_ttl".to_owned())
+                                .expire_after(Duration::ZERO)
+                                .build(),
+                        )
+                        .build()
+                };
+                self.attempts.create_index(ttl()).await.map_err(db_error)?;
+                self.idempotency
+                    .create_index(ttl())
+                    .await
+                    .map_err(db_error)?;
+                self.outbox
+                    .create_indexes([
+                        ttl(),
+                        IndexModel::builder()
+                            .keys(doc! { "published_at": 1, "available_at": 1 })
+                            .options(IndexOptions::builder().name("pending".to_owned()).build())
+                            .build(),
+                    ])
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Ensures the unique indexes that creates and renames rely on (one name
+    /// per organization, one admin per email), once per execution
+    /// environment: two `createIndexes`, awaited just before the first write
+    /// that needs them, after the request's reads.
+    pub async fn ensure_unique_indexes(&self) -> Result<(), ApiError> {
+        self.unique_indexes
             .get_or_try_init(|| async {
                 let unique = |keys: Document, name: &str| {
                     IndexModel::builder()
@@ -421,32 +466,6 @@ impl Store {
                                     .name("organization_id".to_owned())
                                     .build(),
                             )
-                            .build(),
-                    ])
-                    .await
-                    .map_err(db_error)?;
-                let ttl = || {
-                    IndexModel::builder()
-                        .keys(doc! { "expires_at": 1 })
-                        .options(
-                            IndexOptions::builder()
-                                .name("expires_at_ttl".to_owned())
-                                .expire_after(Duration::ZERO)
-                                .build(),
-                        )
-                        .build()
-                };
-                self.attempts.create_index(ttl()).await.map_err(db_error)?;
-                self.idempotency
-                    .create_index(ttl())
-                    .await
-                    .map_err(db_error)?;
-                self.outbox
-                    .create_indexes([
-                        ttl(),
-                        IndexModel::builder()
-                            .keys(doc! { "published_at": 1, "available_at": 1 })
-                            .options(IndexOptions::builder().name("pending".to_owned()).build())
                             .build(),
                     ])
                     .await
@@ -626,7 +645,7 @@ impl Store {
         email: &Email,
         password_hash: String,
     ) -> Result<OrgDoc, ApiError> {
-        self.ensure_indexes().await?;
+        self.ensure_unique_indexes().await?;
         let now = DateTime::now();
         let mut pending = Pending::new(now);
         pending.admin_email = Some(email.as_str().to_owned());
@@ -794,9 +813,11 @@ impl Store {
         new_name: &OrgName,
         credentials: CredentialChange,
     ) -> Result<OrgDoc, ApiError> {
-        self.ensure_indexes().await?;
         let org = self.get_org_by_id(org_id).await?;
         check_admin(&org, admin_id)?;
+        // The read above needs no index; what follows claims a name or an
+        // email, which only the unique indexes keep single.
+        self.ensure_unique_indexes().await?;
         if org.name == new_name.as_str() {
             self.change_credentials(&org, &credentials).await?;
             return Ok(org);
@@ -973,7 +994,7 @@ impl Store {
         admin_id: ObjectId,
         name: &OrgName,
     ) -> Result<OrgDoc, ApiError> {
-        self.ensure_indexes().await?;
+        // No unique index is needed here: a delete claims nothing.
         let org = self.require_org(doc! { "name": name.as_str() }).await?;
         if org.id != org_id {
             return Err(ApiError::Forbidden(
