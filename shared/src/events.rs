@@ -3,14 +3,17 @@
 //!
 //! Each operation writes its event into the `outbox` collection (keyed by the
 //! operation's id, so a resumed operation writes it once) before its final
-//! step. An entry is *ready* once no organization still carries that operation
-//! as pending. [`flush`] claims ready entries, sends them with `PutEvents` and
-//! marks them published; a failure to publish leaves them pending with a
-//! growing back-off and never undoes the operation. Flushes run after every
-//! create, rename and delete, and on a schedule (the create function's
-//! scheduled rule), so a pending event goes out even if no request follows.
-//! Delivery is at least once: consumers deduplicate on `detail.event_id`.
-//! Events carry ids, names and times, never a secret.
+//! step, already held by the request that wrote it ([`HOLD`]): once the
+//! operation has finished, that request sends it with `PutEvents` and marks it
+//! published ([`publish_own`]: one `PutEvents`, one update, nothing to claim
+//! or check). Whatever is left (a failed publish, a request that died) is
+//! sent by [`flush`], which runs on a schedule (the create function's
+//! scheduled rule): it claims entries that are due and *ready* (no
+//! organization still carries the operation as pending), publishes them and
+//! marks them. A failure to publish leaves an entry pending with a growing
+//! back-off and never undoes the operation. Delivery is at least once:
+//! consumers deduplicate on `detail.event_id`. Events carry ids, names and
+//! times, never a secret.
 
 use std::time::Duration;
 
@@ -29,6 +32,10 @@ pub const DELETED: &str = "OrganizationDeleted";
 
 /// How many entries one flush sends at most (PutEvents takes up to 10).
 pub const BATCH: usize = 10;
+
+/// How long an entry is left to whoever holds it (the request that wrote it,
+/// or a flush that claimed it) before a flush may take it over.
+pub const HOLD: Duration = Duration::from_secs(30);
 
 /// A document of `outbox`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -51,8 +58,10 @@ pub struct OutboxEntry {
 }
 
 impl OutboxEntry {
+    /// A new entry, held by its writer for [`HOLD`].
     pub fn new(op_id: ObjectId, detail_type: &str, mut detail: Document) -> Self {
         let now = DateTime::now();
+        let held_until = DateTime::from_millis(now.timestamp_millis() + HOLD.as_millis() as i64);
         detail.insert("event_id", op_id.to_hex());
         detail.insert(
             "occurred_at",
@@ -64,7 +73,7 @@ impl OutboxEntry {
             detail,
             created_at: now,
             attempts: 0,
-            available_at: now,
+            available_at: held_until,
             published_at: None,
             expires_at: None,
         }
@@ -157,20 +166,44 @@ pub async fn flush(store: &Store, publisher: &Publisher) -> Result<Flushed, ApiE
                 .await?;
         }
     }
-    if ready.is_empty() {
+    let sent = send(store, publisher, &ready).await?;
+    result.published = sent.published;
+    result.failed = sent.failed;
+    Ok(result)
+}
+
+/// Publishes the events of operations the caller has just finished, which it
+/// holds since it wrote them: no claim, no readiness check.
+pub async fn publish_own(
+    store: &Store,
+    publisher: &Publisher,
+    entries: &[OutboxEntry],
+) -> Result<Flushed, ApiError> {
+    send(store, publisher, entries).await
+}
+
+/// One `PutEvents` for `entries`, then one update marking those accepted;
+/// each rejected one is released with its back-off.
+async fn send(
+    store: &Store,
+    publisher: &Publisher,
+    entries: &[OutboxEntry],
+) -> Result<Flushed, ApiError> {
+    let mut result = Flushed::default();
+    if entries.is_empty() {
         return Ok(result);
     }
-    let accepted = match publisher.publish(&ready).await {
+    let accepted = match publisher.publish(entries).await {
         Ok(accepted) => accepted,
         Err(e) => {
-            tracing::warn!(error = %e, pending = ready.len(), "publishing lifecycle events failed; will retry");
-            vec![false; ready.len()]
+            tracing::warn!(error = %e, pending = entries.len(), "publishing lifecycle events failed; will retry");
+            vec![false; entries.len()]
         }
     };
-    for (entry, ok) in ready.iter().zip(accepted) {
+    let mut published = Vec::new();
+    for (entry, ok) in entries.iter().zip(accepted) {
         if ok {
-            store.mark_published(entry.id).await?;
-            result.published += 1;
+            published.push(entry.id);
         } else {
             store
                 .release_outbox(entry.id, backoff(entry.attempts), true)
@@ -178,6 +211,8 @@ pub async fn flush(store: &Store, publisher: &Publisher) -> Result<Flushed, ApiE
             result.failed += 1;
         }
     }
+    store.mark_published(&published).await?;
+    result.published = published.len();
     Ok(result)
 }
 

@@ -219,10 +219,10 @@ async fn create_org(
 ) -> Result<Response<Body>, ApiError> {
     let store = app.store().await?;
     let hash = hash_password(password, app.config.bcrypt_cost).await?;
-    let org = store.create_org(name, email, hash).await?;
-    record_org(&org.id.to_hex());
-    app.flush_events().await;
-    Ok(json_response(201, &Organization::from(&org)))
+    let done = store.create_org(name, email, hash).await?;
+    record_org(&done.org.id.to_hex());
+    app.publish_own_events(done.event.as_slice()).await;
+    Ok(json_response(201, &Organization::from(&done.org)))
 }
 
 /// GET /org/get?organization_name= → 200 org.
@@ -257,7 +257,7 @@ pub async fn update(app: &App, req: Request) -> Response<Body> {
             Some(p) => Some(hash_password(p, app.config.bcrypt_cost).await?),
             None => None,
         };
-        let org = store
+        let done = store
             .update_org(
                 object_id(&claims.org)?,
                 object_id(&claims.sub)?,
@@ -268,8 +268,8 @@ pub async fn update(app: &App, req: Request) -> Response<Body> {
                 },
             )
             .await?;
-        app.flush_events().await;
-        Ok(json_response(200, &Organization::from(&org)))
+        app.publish_own_events(done.event.as_slice()).await;
+        Ok(json_response(200, &Organization::from(&done.org)))
     })
     .await
 }
@@ -284,13 +284,13 @@ pub async fn delete(app: &App, req: Request) -> Response<Body> {
             http::query_param(&req, ORGANIZATION_NAME)?,
             store.tenant_db(),
         )?;
-        let org = store
+        let done = store
             .delete_org(object_id(&claims.org)?, object_id(&claims.sub)?, &name)
             .await?;
-        app.flush_events().await;
+        app.publish_own_events(done.event.as_slice()).await;
         Ok(json_response(
             200,
-            &json!({ "status": "deleted", "organization": Organization::from(&org) }),
+            &json!({ "status": "deleted", "organization": Organization::from(&done.org) }),
         ))
     })
     .await

@@ -45,6 +45,20 @@ use crate::events::Publisher;
 use crate::secrets::SecretStore;
 use crate::store::Store;
 
+fn report(flushed: Result<events::Flushed, ApiError>) {
+    match flushed {
+        Ok(done) if done.failed > 0 => {
+            tracing::warn!(
+                published = done.published,
+                failed = done.failed,
+                "some lifecycle events are pending"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => e.log(),
+    }
+}
+
 /// What one execution environment holds across invocations: configuration,
 /// the MongoDB client (connected on first use, then reused) and the token
 /// service with its key cache.
@@ -179,8 +193,9 @@ impl App {
             .await
     }
 
-    /// Publishes what the outbox holds that is ready. Never fails the caller:
-    /// what cannot be published now is retried by a later flush.
+    /// Publishes what the outbox holds that is ready (the scheduled flush).
+    /// Never fails the caller: what cannot be published now is retried by a
+    /// later flush.
     pub async fn flush_events(&self) {
         let Some(publisher) = &self.publisher else {
             return;
@@ -189,17 +204,24 @@ impl App {
             Ok(store) => store,
             Err(e) => return e.log(),
         };
-        match events::flush(store, publisher).await {
-            Ok(done) if done.failed > 0 => {
-                tracing::warn!(
-                    published = done.published,
-                    failed = done.failed,
-                    "some lifecycle events are pending"
-                )
-            }
-            Ok(_) => {}
-            Err(e) => e.log(),
+        report(events::flush(store, publisher).await);
+    }
+
+    /// Publishes the events of operations this request has just finished
+    /// (one `PutEvents`, one update). Never fails the caller: an event not
+    /// sent now stays in the outbox for the scheduled flush.
+    pub async fn publish_own_events(&self, entries: &[events::OutboxEntry]) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        if entries.is_empty() {
+            return;
         }
+        let store = match self.store().await {
+            Ok(store) => store,
+            Err(e) => return e.log(),
+        };
+        report(events::publish_own(store, publisher, entries).await);
     }
 
     pub fn tokens(&self) -> Result<&Tokens, ApiError> {

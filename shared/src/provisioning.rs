@@ -25,7 +25,7 @@ use crate::auth::{hash_password, parse_bcrypt_hash};
 use crate::domain::{Email, OrgName, Password};
 use crate::error::{cause_chain, ApiError};
 use crate::http::JsonObject;
-use crate::store::{OrgDoc, OrgState};
+use crate::store::{Finished, OrgDoc, OrgState};
 use crate::{handlers, App};
 
 /// The detail-type of a provisioning request on EventBridge.
@@ -62,7 +62,8 @@ pub fn classify(payload: &Value) -> Kind {
 /// How a provisioning request ended.
 #[derive(Debug)]
 pub enum Outcome {
-    Created(OrgDoc),
+    /// Created now; carries the event to publish.
+    Created(Finished),
     /// The same request was delivered before: nothing to do.
     AlreadyDone(OrgDoc),
 }
@@ -119,7 +120,7 @@ pub async fn provision(app: &App, request: Value) -> Result<Outcome, ApiError> {
         AdminSecret::Hash(h) => h.clone(),
     };
     match store.create_org(&req.name, &req.email, hash).await {
-        Ok(org) => Ok(Outcome::Created(org)),
+        Ok(done) => Ok(Outcome::Created(done)),
         Err(
             err @ ApiError::Conflict {
                 code: "organization_exists" | "email_taken",
@@ -135,8 +136,8 @@ pub async fn provision(app: &App, request: Value) -> Result<Outcome, ApiError> {
 
 fn log_outcome(source: &str, id: &str, outcome: &Result<Outcome, ApiError>) {
     match outcome {
-        Ok(Outcome::Created(org)) => {
-            tracing::info!(source, id, organization_id = %org.id, "provisioned")
+        Ok(Outcome::Created(done)) => {
+            tracing::info!(source, id, organization_id = %done.org.id, "provisioned")
         }
         Ok(Outcome::AlreadyDone(org)) => {
             tracing::info!(source, id, organization_id = %org.id, "already provisioned; delivery repeated")
@@ -173,6 +174,7 @@ fn unwrap_message(body: &str) -> Result<Value, ApiError> {
 pub async fn sqs_batch(app: &App, payload: Value) -> Value {
     let records = payload["Records"].as_array().cloned().unwrap_or_default();
     let mut failures = Vec::new();
+    let mut events = Vec::new();
     // One at a time: two copies of one request in a batch then meet a
     // finished organization rather than each other's operation in progress.
     for record in records {
@@ -185,12 +187,17 @@ pub async fn sqs_batch(app: &App, payload: Value) -> Value {
             None => Err(ApiError::Malformed("message has no body".into())),
         };
         log_outcome("sqs", &id, &outcome);
-        if outcome.is_err() {
-            failures.push(json!({ "itemIdentifier": id }));
+        match outcome {
+            Ok(Outcome::Created(done)) => events.extend(done.event),
+            Ok(Outcome::AlreadyDone(_)) => {}
+            Err(_) => failures.push(json!({ "itemIdentifier": id })),
         }
     }
-    // One publish for the whole batch rather than one per organization.
-    app.flush_events().await;
+    // One publish for the whole batch rather than one per organization
+    // (PutEvents takes ten entries at a time).
+    for chunk in events.chunks(crate::events::BATCH) {
+        app.publish_own_events(chunk).await;
+    }
     json!({ "batchItemFailures": failures })
 }
 
@@ -237,10 +244,10 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, lambd
             let id = payload["id"].as_str().unwrap_or_default().to_owned();
             let outcome = provision(app, payload["detail"].clone()).await;
             log_outcome("eventbridge", &id, &outcome);
-            app.flush_events().await;
             match outcome {
-                Ok(Outcome::Created(org)) => {
-                    Ok(json!({ "status": "created", "organization_id": org.id.to_hex() }))
+                Ok(Outcome::Created(done)) => {
+                    app.publish_own_events(done.event.as_slice()).await;
+                    Ok(json!({ "status": "created", "organization_id": done.org.id.to_hex() }))
                 }
                 Ok(Outcome::AlreadyDone(org)) => {
                     Ok(json!({ "status": "exists", "organization_id": org.id.to_hex() }))

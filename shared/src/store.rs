@@ -28,6 +28,7 @@ use tracing::instrument;
 use crate::config::DatabaseConfig;
 use crate::domain::{Email, OrgName};
 use crate::error::ApiError;
+use crate::events::OutboxEntry;
 use crate::failpoint;
 
 pub const ORGANIZATIONS: &str = "organizations";
@@ -214,6 +215,15 @@ impl CredentialChange {
     fn is_empty(&self) -> bool {
         self.email.is_none() && self.password_hash.is_none()
     }
+}
+
+/// What a create, rename or delete did: the organization (for a delete, as
+/// it was) and the lifecycle event this request wrote and holds, for it to
+/// publish before it answers ([`crate::events::publish_own`]).
+#[derive(Debug)]
+pub struct Finished {
+    pub org: OrgDoc,
+    pub event: Option<OutboxEntry>,
 }
 
 pub struct Store {
@@ -502,14 +512,15 @@ impl Store {
         match doc.state {
             OrgState::Active => Ok(Some(doc)),
             OrgState::Creating => match self.finish_create(&doc).await {
-                Ok(done) => Ok(Some(done)),
+                Ok((done, _)) => Ok(Some(done)),
                 Err(ApiError::Conflict {
                     code: "email_taken",
                     ..
                 }) => Ok(None),
                 Err(e) => Err(e),
             },
-            OrgState::Renaming => self.finish_rename(&doc).await.map(Some),
+            // Events of operations finished here wait for the scheduled flush.
+            OrgState::Renaming => self.finish_rename(&doc).await.map(|(d, _)| Some(d)),
             OrgState::Deleting => self.finish_delete(&doc).await.map(|_| None),
         }
     }
@@ -644,7 +655,7 @@ impl Store {
         name: &OrgName,
         email: &Email,
         password_hash: String,
-    ) -> Result<OrgDoc, ApiError> {
+    ) -> Result<Finished, ApiError> {
         self.ensure_unique_indexes().await?;
         let now = DateTime::now();
         let mut pending = Pending::new(now);
@@ -667,7 +678,8 @@ impl Store {
             match self.orgs.insert_one(&org).await {
                 Ok(_) => {
                     failpoint::hit("create:after_org_insert");
-                    return self.finish_create(&org).await;
+                    let (org, event) = self.finish_create(&org).await?;
+                    return Ok(Finished { org, event });
                 }
                 Err(e) if is_duplicate_key(&e) => {
                     let holder = self
@@ -687,7 +699,12 @@ impl Store {
                                 .and_then(|p| p.admin_email.as_deref())
                                 == Some(email.as_str());
                         match self.settle(holder).await? {
-                            Some(done) if own_retry => return Ok(done),
+                            Some(done) if own_retry => {
+                                return Ok(Finished {
+                                    org: done,
+                                    event: None,
+                                })
+                            }
                             Some(_) => return Err(name_taken(name)),
                             None => {}
                         }
@@ -702,7 +719,7 @@ impl Store {
     /// Steps 2-4 of create, each idempotent: insert the admin, create the
     /// collection, mark active. If the email turns out to be taken, the
     /// organization is rolled back and the caller gets a 409.
-    async fn finish_create(&self, org: &OrgDoc) -> Result<OrgDoc, ApiError> {
+    async fn finish_create(&self, org: &OrgDoc) -> Result<(OrgDoc, Option<OutboxEntry>), ApiError> {
         let pending = org
             .pending
             .as_ref()
@@ -737,12 +754,13 @@ impl Store {
         failpoint::hit("create:after_admin_insert");
 
         self.create_tenant_collection(&org.collection_name).await?;
-        self.record_event(
-            pending.op_id,
-            crate::events::CREATED,
-            crate::events::created(org.id, &org.name, &org.collection_name, org.admin_id),
-        )
-        .await?;
+        let event = self
+            .record_event(
+                pending.op_id,
+                crate::events::CREATED,
+                crate::events::created(org.id, &org.name, &org.collection_name, org.admin_id),
+            )
+            .await?;
         failpoint::hit("create:after_collection");
 
         let activated = self
@@ -758,12 +776,13 @@ impl Store {
             .await
             .map_err(db_error)?;
         match activated {
-            Some(doc) => Ok(doc),
+            Some(doc) => Ok((doc, event)),
             // Someone else finished it first: report what is there now.
             None => self
                 .find_org(doc! { "_id": org.id })
                 .await?
                 .filter(|d| d.state == OrgState::Active)
+                .map(|d| (d, event))
                 .ok_or_else(|| conflict_in_progress(org)),
         }
     }
@@ -812,7 +831,7 @@ impl Store {
         admin_id: ObjectId,
         new_name: &OrgName,
         credentials: CredentialChange,
-    ) -> Result<OrgDoc, ApiError> {
+    ) -> Result<Finished, ApiError> {
         let org = self.get_org_by_id(org_id).await?;
         check_admin(&org, admin_id)?;
         // The read above needs no index; what follows claims a name or an
@@ -820,7 +839,7 @@ impl Store {
         self.ensure_unique_indexes().await?;
         if org.name == new_name.as_str() {
             self.change_credentials(&org, &credentials).await?;
-            return Ok(org);
+            return Ok(Finished { org, event: None });
         }
 
         // Claim the new name and record the rename in one atomic update.
@@ -873,7 +892,8 @@ impl Store {
             return Err(e);
         }
         failpoint::hit("rename:after_credentials");
-        self.finish_rename(&claimed).await
+        let (org, event) = self.finish_rename(&claimed).await?;
+        Ok(Finished { org, event })
     }
 
     async fn change_credentials(
@@ -909,7 +929,7 @@ impl Store {
     /// Steps 2-3 of rename: move the collection with the server's
     /// `renameCollection` (a metadata change on mongod; indexes come along),
     /// then make the new name the organization's only name.
-    async fn finish_rename(&self, org: &OrgDoc) -> Result<OrgDoc, ApiError> {
+    async fn finish_rename(&self, org: &OrgDoc) -> Result<(OrgDoc, Option<OutboxEntry>), ApiError> {
         let pending = org
             .pending
             .as_ref()
@@ -940,12 +960,13 @@ impl Store {
             }
             Err(e) => return Err(db_error(e)),
         }
-        self.record_event(
-            pending.op_id,
-            crate::events::RENAMED,
-            crate::events::renamed(org.id, from, to, &to_collection),
-        )
-        .await?;
+        let event = self
+            .record_event(
+                pending.op_id,
+                crate::events::RENAMED,
+                crate::events::renamed(org.id, from, to, &to_collection),
+            )
+            .await?;
         failpoint::hit("rename:after_collection_rename");
 
         let done = self
@@ -967,11 +988,12 @@ impl Store {
             .await
             .map_err(db_error)?;
         match done {
-            Some(doc) => Ok(doc),
+            Some(doc) => Ok((doc, event)),
             None => self
                 .find_org(doc! { "_id": org.id })
                 .await?
                 .filter(|d| d.state == OrgState::Active && &d.name == to)
+                .map(|d| (d, event))
                 .ok_or_else(|| conflict_in_progress(org)),
         }
     }
@@ -993,7 +1015,7 @@ impl Store {
         org_id: ObjectId,
         admin_id: ObjectId,
         name: &OrgName,
-    ) -> Result<OrgDoc, ApiError> {
+    ) -> Result<Finished, ApiError> {
         // No unique index is needed here: a delete claims nothing.
         let org = self.require_org(doc! { "name": name.as_str() }).await?;
         if org.id != org_id {
@@ -1005,8 +1027,8 @@ impl Store {
         // A delete abandoned by an earlier attempt is finished and answered
         // as this request's own; any other operation in progress is a 409.
         if org.state == OrgState::Deleting && self.is_stale(&org) {
-            self.finish_delete(&org).await?;
-            return Ok(org);
+            let event = self.finish_delete(&org).await?;
+            return Ok(Finished { org, event });
         }
         let org = self
             .settle(org)
@@ -1039,21 +1061,24 @@ impl Store {
             return Err(conflict_in_progress(&current));
         };
         failpoint::hit("delete:after_mark");
-        self.finish_delete(&marked).await?;
-        Ok(org)
+        let event = self.finish_delete(&marked).await?;
+        Ok(Finished { org, event })
     }
 
     /// Steps 2-4 of delete: admins first (so nobody can log in to a
     /// half-deleted organization), then the collection, then the record.
-    async fn finish_delete(&self, org: &OrgDoc) -> Result<(), ApiError> {
-        if let Some(p) = &org.pending {
-            self.record_event(
-                p.op_id,
-                crate::events::DELETED,
-                crate::events::deleted(org.id, &org.name),
-            )
-            .await?;
-        }
+    async fn finish_delete(&self, org: &OrgDoc) -> Result<Option<OutboxEntry>, ApiError> {
+        let event = match &org.pending {
+            Some(p) => {
+                self.record_event(
+                    p.op_id,
+                    crate::events::DELETED,
+                    crate::events::deleted(org.id, &org.name),
+                )
+                .await?
+            }
+            None => None,
+        };
         self.admins
             .delete_many(doc! { "organization_id": org.id })
             .await
@@ -1065,26 +1090,27 @@ impl Store {
             .delete_one(doc! { "_id": org.id, "state": OrgState::Deleting.as_str() })
             .await
             .map_err(db_error)?;
-        Ok(())
+        Ok(event)
     }
 
     // ------------------------------------------------------------ outbox
 
     /// Writes the event of operation `op_id` once, however often the step
-    /// that writes it is repeated.
+    /// that writes it is repeated; the entry when this call wrote it.
     async fn record_event(
         &self,
         op_id: ObjectId,
         detail_type: &str,
         detail: Document,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<OutboxEntry>, ApiError> {
         if !self.events_enabled {
-            return Ok(());
+            return Ok(None);
         }
-        let entry = crate::events::OutboxEntry::new(op_id, detail_type, detail);
+        let entry = OutboxEntry::new(op_id, detail_type, detail);
         match self.outbox.insert_one(&entry).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_duplicate_key(&e) => Ok(()),
+            // This call wrote it, so this request holds it.
+            Ok(_) => Ok(Some(entry)),
+            Err(e) if is_duplicate_key(&e) => Ok(None),
             Err(e) => Err(db_error(e)),
         }
     }
@@ -1098,7 +1124,9 @@ impl Store {
         let mut claimed = Vec::new();
         for _ in 0..limit {
             let now = DateTime::now();
-            let hold = DateTime::from_millis(now.timestamp_millis() + 30_000);
+            let hold = DateTime::from_millis(
+                now.timestamp_millis() + crate::events::HOLD.as_millis() as i64,
+            );
             let entry = self
                 .outbox
                 .find_one_and_update(
@@ -1127,13 +1155,17 @@ impl Store {
         Ok(pending == 0)
     }
 
-    pub async fn mark_published(&self, id: ObjectId) -> Result<(), ApiError> {
+    /// Marks the entries `ids` published, in one update.
+    pub async fn mark_published(&self, ids: &[ObjectId]) -> Result<(), ApiError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let now = DateTime::now();
         let expires =
             DateTime::from_millis(now.timestamp_millis() + PUBLISHED_TTL.as_millis() as i64);
         self.outbox
-            .update_one(
-                doc! { "_id": id },
+            .update_many(
+                doc! { "_id": { "$in": ids } },
                 doc! { "$set": { "published_at": now, "expires_at": expires } },
             )
             .await

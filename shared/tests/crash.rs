@@ -418,13 +418,19 @@ async fn a_delete_that_read_the_organization_before_a_rename_finished_deletes_no
     // The delete has found "acme"; the rename then completes before it acts.
     let status = run_pausing_at(&t, &delete_acme, "delete:before_mark", async {
         let renamed = t
-            .call(update(Some(&token), &json!({"organization_name": "acme-new"})))
+            .call(update(
+                Some(&token),
+                &json!({"organization_name": "acme-new"}),
+            ))
             .await;
         assert_eq!(renamed.status, 200, "{}", renamed.body);
     })
     .await;
 
-    assert_eq!(status, "404", "'acme' no longer exists when the delete acts");
+    assert_eq!(
+        status, "404",
+        "'acme' no longer exists when the delete acts"
+    );
     let org = t.call(get_org("acme-new")).await;
     assert_eq!(org.status, 200, "{}", org.body);
     assert_invariants(&t).await;

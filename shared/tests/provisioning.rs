@@ -7,12 +7,13 @@ mod support;
 
 use std::time::Duration;
 
-use mongodb::bson::doc;
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use serde_json::{json, Value};
+use shared::domain::OrgName;
 use shared::events::{self, Publisher};
 use shared::lambda_runtime::{Context, LambdaEvent};
 use shared::provisioning;
-use shared::store::Store;
+use shared::store::{CredentialChange, Store};
 use shared::App;
 use support::*;
 
@@ -398,6 +399,59 @@ async fn a_publishing_failure_keeps_the_operation_and_the_event_waits_until_deli
     let messages = received(&sqs, &queue_url, 1).await;
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["detail-type"], events::CREATED);
+    assert_eq!(t.count("outbox", doc! {"published_at": null}).await, 0);
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn an_event_its_request_never_published_is_held_then_sent_by_the_scheduled_flush() {
+    let bus = format!("bus-{}", fresh_db_name());
+    let (sqs, queue_url) = queue_listening_to(&bus).await;
+    let t = app_with_events(None, &bus).await;
+    let (org, _) = t.create_and_login("acme").await;
+    let store = t.app.store().await.unwrap();
+    let publisher = Publisher::new(&shared::aws::load(None).await, &bus);
+    let id = |key: &str| ObjectId::parse_str(org[key].as_str().unwrap()).unwrap();
+
+    // The rename finishes and records its event, and its request dies before
+    // publishing it (the event is dropped here unsent).
+    let done = store
+        .update_org(
+            id("organization_id"),
+            id("admin_id"),
+            &OrgName::parse("acme-two", store.tenant_db()).unwrap(),
+            CredentialChange::default(),
+        )
+        .await
+        .unwrap();
+    let held = done.event.expect("the rename wrote its event");
+
+    let early = events::flush(store, &publisher).await.unwrap();
+    assert_eq!(
+        early,
+        events::Flushed::default(),
+        "held: nobody takes it yet"
+    );
+    assert_eq!(t.count("outbox", doc! {"published_at": null}).await, 1);
+
+    // Once the hold has run out, the scheduled flush sends it.
+    t.database()
+        .collection::<Document>("outbox")
+        .update_one(
+            doc! { "_id": held.id },
+            doc! { "$set": { "available_at": DateTime::from_millis(0) } },
+        )
+        .await
+        .unwrap();
+    let late = events::flush(store, &publisher).await.unwrap();
+    assert_eq!(late.published, 1);
+    let messages = received(&sqs, &queue_url, 2).await;
+    let kinds: Vec<&str> = messages
+        .iter()
+        .map(|m| m["detail-type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, [events::CREATED, events::RENAMED]);
+    assert_eq!(messages[1]["detail"]["event_id"], held.id.to_hex());
     assert_eq!(t.count("outbox", doc! {"published_at": null}).await, 0);
     t.drop().await;
 }
