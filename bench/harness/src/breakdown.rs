@@ -136,6 +136,19 @@ pub fn cold_start(t: &Timeline, mongo: &[Exchange], aws: &[Exchange]) -> Value {
         .filter(|(a, _)| *a >= whole.from && *a < whole.to)
         .map(|(a, b)| ms(*b - *a))
         .fold(0.0, f64::max);
+    // The driver's two kinds of handshake, which its specifications make
+    // serial: the monitor's (server discovery) first, then a pooled
+    // connection's, opened only once the server is known.
+    let first_hello = |pred: &dyn Fn(u64) -> bool| -> f64 {
+        mongo
+            .iter()
+            .filter(|e| e.index == 0 && is_handshake_command(&e.label) && pred(e.conn))
+            .filter(|e| e.conn_opened >= whole.from && e.conn_opened < whole.to)
+            .map(|e| ms(end_or(e, whole) - e.conn_opened))
+            .fold(0.0, f64::max)
+    };
+    let monitor_handshake = first_hello(&|c| monitor(c));
+    let pool_handshake_longest = first_hello(&|c| !monitor(c));
     let connecting: Vec<Interval> = handshakes.iter().chain(pings.iter()).copied().collect();
     let at = |i: Instant| ms(i.saturating_duration_since(t.spawned));
     // Every round trip of the run (monitor heartbeats left out), in order.
@@ -199,6 +212,16 @@ pub fn cold_start(t: &Timeline, mongo: &[Exchange], aws: &[Exchange]) -> Value {
         .chain(publish.iter())
         .copied()
         .collect();
+    // Index creation on the path: the time when nothing but createIndexes
+    // was outstanding (beside another round trip it costs nothing).
+    let all_but_index: Vec<Interval> = secret
+        .iter()
+        .chain(connecting.iter())
+        .chain(own_queries.iter())
+        .chain(publish.iter())
+        .copied()
+        .collect();
+    let index_path = union_ms(all_net.clone(), whole) - union_ms(all_but_index, whole);
 
     json!({
         "init_ms": ms(t.first_next - t.spawned),
@@ -219,10 +242,13 @@ pub fn cold_start(t: &Timeline, mongo: &[Exchange], aws: &[Exchange]) -> Value {
         "handshakes_init": handshake_count(init),
         "handshakes_req": handshake_count(request),
         "handshake_longest_ms": handshake_longest,
+        "monitor_handshake_ms": monitor_handshake,
+        "pool_handshake_longest_ms": pool_handshake_longest,
         "queries_init": labels(init),
         "queries_req": labels(request),
         "query_req_ms": union_ms(own_queries.clone(), request),
         "index_ms": union_ms(index_queries, whole),
+        "index_path_ms": index_path,
         "publish_req_ms": union_ms(publish.clone(), request),
         "publish_calls": publishes.len(),
         "net_init_ms": union_ms(all_net.clone(), init),
