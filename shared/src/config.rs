@@ -21,6 +21,17 @@ pub enum Function {
     Authorizer,
 }
 
+/// Which indexes a function ensures during init ([`Function::indexes_at_start`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartIndexes {
+    /// None: the function only opens its connection (a `ping`).
+    None,
+    /// The unique indexes of organizations and admins.
+    Unique,
+    /// Every index, the expiry and outbox ones included.
+    All,
+}
+
 /// A group of variables that belong together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Section {
@@ -73,11 +84,16 @@ impl Function {
         }
     }
 
-    /// Whether the function's requests create, rename or delete: these
-    /// ensure the indexes while they start (the unique ones before their
-    /// first write).
-    pub fn writes_organizations(self) -> bool {
-        matches!(self, Function::Create | Function::Rename | Function::Delete)
+    /// The indexes the function ensures while it starts, on the connection
+    /// its first request then uses: create all of them (its request spends
+    /// hundreds of milliseconds in bcrypt first), rename the unique ones its
+    /// claim relies on; the others none (a delete claims nothing).
+    pub fn indexes_at_start(self) -> StartIndexes {
+        match self {
+            Function::Create => StartIndexes::All,
+            Function::Rename => StartIndexes::Unique,
+            _ => StartIndexes::None,
+        }
     }
 
     /// Every variable this function reads.

@@ -39,7 +39,7 @@ pub use lambda_runtime;
 use tokio::sync::OnceCell;
 
 use crate::auth::{KeyProvider, Tokens};
-use crate::config::{Config, ConfigError, DatabaseConfig, Function, SecretSource};
+use crate::config::{Config, ConfigError, DatabaseConfig, Function, SecretSource, StartIndexes};
 use crate::error::ApiError;
 use crate::events::Publisher;
 use crate::secrets::SecretStore;
@@ -239,16 +239,14 @@ impl App {
     pub fn warm(&'static self) {
         if self.database.is_some() {
             tokio::spawn(async move {
-                // The first command opens the pooled connection. The writing
-                // functions make it `createIndexes`, unique indexes first: a
-                // request arriving meanwhile does its reads on a second
-                // connection opened beside this one, and waits, if at all,
-                // only before its first write. The others just ping.
+                // The first command opens the pooled connection, which the
+                // request then reuses (one connection: `Store::connect`).
                 let connected = match self.store().await {
-                    Ok(store) if self.config.function.writes_organizations() => {
-                        store.ensure_indexes().await
-                    }
-                    Ok(store) => store.ping().await,
+                    Ok(store) => match self.config.function.indexes_at_start() {
+                        StartIndexes::All => store.ensure_indexes().await,
+                        StartIndexes::Unique => store.ensure_unique_indexes().await,
+                        StartIndexes::None => store.ping().await,
+                    },
                     Err(e) => Err(e),
                 };
                 if let Err(e) = connected {

@@ -313,10 +313,18 @@ fn email_taken() -> ApiError {
 }
 
 impl Store {
-    /// Builds the client with settings for Lambda: a small pool, idle
-    /// connections closed before the platform freezes them for long, and short
-    /// selection and connect timeouts so an outage is a prompt 503. No I/O
-    /// happens here beyond DNS for `mongodb+srv` URIs.
+    /// Builds the client with settings for Lambda: one pooled connection,
+    /// idle connections closed before the platform freezes them for long, and
+    /// short selection and connect timeouts so an outage is a prompt 503. No
+    /// I/O happens here beyond DNS for `mongodb+srv` URIs.
+    ///
+    /// One connection because an execution environment serves one request at
+    /// a time, and because a command that finds the pool's connections busy
+    /// opens another: at a cold start that is a whole second handshake (TCP,
+    /// TLS, `hello`, authentication; 4-5 ms on the local server) to save the
+    /// fraction of a millisecond the busy command had left. A `maxPoolSize`
+    /// in the URI overrides it (the tests that play many environments at once
+    /// do).
     pub async fn connect(cfg: &DatabaseConfig, uri: &str) -> Result<Self, ApiError> {
         let mut options = ClientOptions::parse(uri)
             .await
@@ -324,7 +332,7 @@ impl Store {
         options
             .app_name
             .get_or_insert_with(|| "org-service".to_owned());
-        options.max_pool_size = Some(options.max_pool_size.unwrap_or(4));
+        options.max_pool_size = Some(options.max_pool_size.unwrap_or(1));
         options.min_pool_size = Some(0);
         options.max_idle_time = Some(Duration::from_secs(60));
         options.server_selection_timeout = Some(cfg.timeout);
@@ -400,8 +408,9 @@ impl Store {
 
     /// Ensures every index, once per execution environment: the unique ones
     /// first ([`Store::ensure_unique_indexes`]), then those that expire old
-    /// records and find pending events. The writing functions run it during
-    /// init, on a connection of its own, so that requests meet it done.
+    /// records and find pending events. The create function runs it during
+    /// init (see `Function::indexes_at_start`); the login-throttle and
+    /// idempotency paths before they write records that must expire.
     /// `createIndexes` is idempotent, so many environments doing this at once
     /// is harmless.
     pub async fn ensure_indexes(&self) -> Result<(), ApiError> {
@@ -442,8 +451,8 @@ impl Store {
 
     /// Ensures the unique indexes that creates and renames rely on (one name
     /// per organization, one admin per email), once per execution
-    /// environment: two `createIndexes`, awaited just before the first write
-    /// that needs them, after the request's reads.
+    /// environment: two `createIndexes`, started during init by the functions
+    /// that claim names or emails and awaited just before such a claim.
     pub async fn ensure_unique_indexes(&self) -> Result<(), ApiError> {
         self.unique_indexes
             .get_or_try_init(|| async {

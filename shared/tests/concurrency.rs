@@ -19,7 +19,7 @@ fn sorted(mut v: Vec<u16>) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_creates_of_one_name_make_one_organization() {
-    let t = TestApp::new().await;
+    let t = TestApp::concurrent().await;
     let attempts = (0..50).map(|i| {
         let t = &t;
         async move {
@@ -50,7 +50,7 @@ async fn fifty_concurrent_creates_of_one_name_make_one_organization() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_renames_of_one_organization_cannot_both_win() {
     for round in 0..ROUNDS {
-        let t = TestApp::new().await;
+        let t = TestApp::concurrent().await;
         let (_, token) = t.create_and_login("acme").await;
 
         let (a, b) = tokio::join!(
@@ -85,7 +85,7 @@ async fn two_renames_of_one_organization_cannot_both_win() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rename_racing_a_delete_leaves_one_consistent_outcome() {
     for round in 0..ROUNDS {
-        let t = TestApp::new().await;
+        let t = TestApp::concurrent().await;
         let (_, token) = t.create_and_login("acme").await;
 
         let (renamed, deleted) = tokio::join!(
@@ -110,7 +110,7 @@ async fn a_rename_racing_a_delete_leaves_one_consistent_outcome() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_organizations_renamed_to_one_name_get_one_200_and_one_409() {
     for round in 0..ROUNDS {
-        let t = TestApp::new().await;
+        let t = TestApp::concurrent().await;
         let (_, one) = t.create_and_login("one").await;
         let (_, two) = t.create_and_login("two").await;
 
@@ -133,7 +133,7 @@ async fn two_organizations_renamed_to_one_name_get_one_200_and_one_409() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_racing_a_delete_of_the_same_name_never_leaves_an_orphan() {
     for round in 0..ROUNDS {
-        let t = TestApp::new().await;
+        let t = TestApp::concurrent().await;
         let (_, token) = t.create_and_login("acme").await;
 
         let (deleted, created) = tokio::join!(

@@ -108,7 +108,7 @@ async fn a_message_delivered_again_is_a_success_not_a_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_concurrent_deliveries_of_one_event_make_one_organization() {
-    let t = TestApp::new().await;
+    let t = TestApp::concurrent().await;
     let event = fixture("provision-eventbridge");
 
     let results =

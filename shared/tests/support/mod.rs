@@ -81,6 +81,19 @@ impl TestApp {
         Self::on(&mongodb_uri(), tweak).await
     }
 
+    /// A test app whose one `App` plays many execution environments at once
+    /// (the race tests): its pool has several connections, so concurrent
+    /// requests reach the server concurrently, as separate environments do.
+    pub async fn concurrent() -> Self {
+        let uri = mongodb_uri();
+        let uri = if uri.contains('?') {
+            format!("{uri}&maxPoolSize=8")
+        } else {
+            format!("{}/?maxPoolSize=8", uri.trim_end_matches('/'))
+        };
+        Self::on(&uri, |_| {}).await
+    }
+
     /// A test app with its own login throttling policy.
     pub async fn throttled(policy: LoginThrottle) -> Self {
         let mut t = Self::new().await;
