@@ -36,6 +36,8 @@ pub use aws_lambda_events;
 pub use lambda_http;
 pub use lambda_runtime;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::OnceCell;
 
 use crate::auth::{KeyProvider, Tokens};
@@ -73,6 +75,9 @@ struct LazyStore {
     cfg: DatabaseConfig,
     secrets: Option<SecretStore>,
     cell: OnceCell<Store>,
+    /// Set once a request has asked for the store: its own first command
+    /// will open the connection, so the warm-up need not.
+    wanted: AtomicBool,
 }
 
 impl App {
@@ -134,6 +139,7 @@ impl App {
             cfg,
             secrets,
             cell: OnceCell::new(),
+            wanted: AtomicBool::new(false),
         });
         Self {
             config,
@@ -156,6 +162,7 @@ impl App {
             cfg,
             secrets: None,
             cell: OnceCell::new_with(Some(store)),
+            wanted: AtomicBool::new(false),
         });
         Self {
             config,
@@ -168,6 +175,14 @@ impl App {
     /// The store, connecting on first use. A failure (URI secret unreachable)
     /// is a 503 for this request, and the next request tries again.
     pub async fn store(&self) -> Result<&Store, ApiError> {
+        if let Some(db) = &self.database {
+            db.wanted.store(true, Ordering::Relaxed);
+        }
+        self.connected_store().await
+    }
+
+    /// [`App::store`] without saying that a request wants it (the warm-up).
+    async fn connected_store(&self) -> Result<&Store, ApiError> {
         let db = self
             .database
             .as_ref()
@@ -224,6 +239,12 @@ impl App {
         report(events::publish_own(store, publisher, entries).await);
     }
 
+    fn store_wanted(&self) -> bool {
+        self.database
+            .as_ref()
+            .is_some_and(|db| db.wanted.load(Ordering::Relaxed))
+    }
+
     pub fn tokens(&self) -> Result<&Tokens, ApiError> {
         self.tokens
             .as_ref()
@@ -240,11 +261,14 @@ impl App {
         if self.database.is_some() {
             tokio::spawn(async move {
                 // The first command opens the pooled connection, which the
-                // request then reuses (one connection: `Store::connect`).
-                let connected = match self.store().await {
+                // request then reuses (one connection: `Store::connect`). A
+                // ping is only for that: if a request is already waiting for
+                // the store, its own command opens the connection instead.
+                let connected = match self.connected_store().await {
                     Ok(store) => match self.config.function.indexes_at_start() {
                         StartIndexes::All => store.ensure_indexes().await,
                         StartIndexes::Unique => store.ensure_unique_indexes().await,
+                        StartIndexes::None if self.store_wanted() => Ok(()),
                         StartIndexes::None => store.ping().await,
                     },
                     Err(e) => Err(e),
