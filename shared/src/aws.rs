@@ -13,27 +13,21 @@
 //! endpoints (public, FIPS and VPC interface endpoints alike) present
 //! certificates from Amazon Trust Services, so the built-in set is exactly
 //! that CA family's roots, taken from the Mozilla root program
-//! (`webpki-root-certs`). An endpoint that chains elsewhere (an emulator or
+//! (`webpki-root-certs`) by `build.rs`. An endpoint that chains elsewhere (an emulator or
 //! proxy with its own CA) is trusted by naming its CA file in
 //! `AWS_CA_BUNDLE`, the variable the other AWS SDKs and the CLI read for the
 //! same purpose.
 
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
-use base64::Engine;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 pub use aws_config::SdkConfig;
 
-/// The common names of the Amazon Trust Services roots: Amazon Root CA 1-4
-/// and the Starfield Services root that cross-signs them for older clients.
-const AMAZON_TRUST_SERVICES_ROOTS: [&str; 5] = [
-    "Amazon Root CA 1",
-    "Amazon Root CA 2",
-    "Amazon Root CA 3",
-    "Amazon Root CA 4",
-    "Starfield Services Root Certificate Authority - G2",
-];
+/// The Amazon Trust Services roots (Amazon Root CA 1-4 and the Starfield
+/// Services root that cross-signs them), as PEM: picked from the Mozilla set
+/// by `build.rs`, so a cold start neither searches nor encodes anything.
+const BUILT_IN_ROOTS_PEM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/aws-roots.pem"));
 
 /// Certificate authorities the AWS clients trust in addition to the
 /// built-in ones: PEM certificates, each checked to be a usable root.
@@ -78,31 +72,6 @@ impl std::fmt::Debug for CaBundle {
     }
 }
 
-/// The built-in roots as PEM (the form the SDK's trust store takes).
-fn built_in_roots_pem() -> Vec<u8> {
-    let mut pem = Vec::with_capacity(AMAZON_TRUST_SERVICES_ROOTS.len() * 2048);
-    for cert in amazon_trust_services_roots() {
-        let body = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
-        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
-        for line in body.as_bytes().chunks(64) {
-            pem.extend_from_slice(line);
-            pem.push(b'\n');
-        }
-        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
-    }
-    pem
-}
-
-/// The Amazon Trust Services roots of the Mozilla set: the self-signed
-/// certificates whose DER holds one of the names above.
-pub fn amazon_trust_services_roots() -> impl Iterator<Item = &'static CertificateDer<'static>> {
-    webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter(|c| {
-        AMAZON_TRUST_SERVICES_ROOTS
-            .iter()
-            .any(|name| c.as_ref().windows(name.len()).any(|w| w == name.as_bytes()))
-    })
-}
-
 /// Loads the configuration; `endpoint_url` overrides the endpoint of every
 /// client built from it (tests that run an endpoint of their own).
 pub async fn load(endpoint_url: Option<&str>) -> SdkConfig {
@@ -113,7 +82,7 @@ pub async fn load(endpoint_url: Option<&str>) -> SdkConfig {
 pub async fn load_trusting(endpoint_url: Option<&str>, extra: Option<&CaBundle>) -> SdkConfig {
     let mut roots = TrustStore::empty()
         .with_native_roots(false)
-        .with_pem_certificate(built_in_roots_pem());
+        .with_pem_certificate(BUILT_IN_ROOTS_PEM);
     if let Some(extra) = extra {
         roots = roots.with_pem_certificate(extra.pem.clone());
     }
@@ -143,26 +112,28 @@ mod tests {
 
     #[test]
     fn the_built_in_roots_are_the_five_amazon_trust_services_roots() {
-        let roots: Vec<_> = amazon_trust_services_roots().collect();
-        assert_eq!(roots.len(), AMAZON_TRUST_SERVICES_ROOTS.len());
+        let roots: Vec<_> = CertificateDer::pem_slice_iter(BUILT_IN_ROOTS_PEM)
+            .collect::<Result<_, _>>()
+            .expect("PEM");
+        assert_eq!(roots.len(), 5);
         for root in &roots {
             webpki::anchor_from_trusted_cert(root).expect("a usable trust anchor");
+            assert!(
+                webpki_root_certs::TLS_SERVER_ROOT_CERTS.contains(root),
+                "every built-in root is one of the Mozilla set"
+            );
         }
-        // Each name picks exactly one certificate (no look-alike such as the
-        // "Starfield Root Certificate Authority - G2" of another owner).
-        for name in AMAZON_TRUST_SERVICES_ROOTS {
-            let hits = roots
+        let has = |name: &str| {
+            roots
                 .iter()
                 .filter(|c| c.as_ref().windows(name.len()).any(|w| w == name.as_bytes()))
-                .count();
-            assert_eq!(hits, 1, "{name}");
+                .count()
+        };
+        for n in 1..=4 {
+            assert_eq!(has(&format!("Amazon Root CA {n}")), 1);
         }
-        let pem = built_in_roots_pem();
-        assert_eq!(
-            CertificateDer::pem_slice_iter(&pem).count(),
-            AMAZON_TRUST_SERVICES_ROOTS.len()
-        );
-        assert!(CaBundle::from_pem(pem).is_ok());
+        assert_eq!(has("Starfield Services Root Certificate Authority - G2"), 1);
+        assert!(CaBundle::from_pem(BUILT_IN_ROOTS_PEM.to_vec()).is_ok());
     }
 
     #[test]
