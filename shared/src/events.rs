@@ -5,7 +5,7 @@
 //! operation's id, so a resumed operation writes it once) before its final
 //! step, already held by the request that wrote it ([`HOLD`]): once the
 //! operation has finished, that request sends it with `PutEvents` and marks it
-//! published ([`publish_own`]: one `PutEvents`, one update, nothing to claim
+//! published ([`publish_held`]: one `PutEvents`, one update, nothing to claim
 //! or check). Whatever is left (a failed publish, a request that died) is
 //! sent by [`flush`], which runs on a schedule (the create function's
 //! scheduled rule): it claims entries that are due and *ready* (no
@@ -166,40 +166,33 @@ pub async fn flush(store: &Store, publisher: &Publisher) -> Result<Flushed, ApiE
                 .await?;
         }
     }
-    let sent = send(store, publisher, &ready).await?;
+    let sent = publish_held(store, publisher, &ready).await?;
     result.published = sent.published;
     result.failed = sent.failed;
     Ok(result)
 }
 
-/// Publishes the events of operations the caller has just finished, which it
-/// holds since it wrote them: no claim, no readiness check.
-pub async fn publish_own(
-    store: &Store,
-    publisher: &Publisher,
-    entries: &[OutboxEntry],
-) -> Result<Flushed, ApiError> {
-    send(store, publisher, entries).await
-}
-
-/// One `PutEvents` for `entries`, then one update marking those accepted;
-/// each rejected one is released with its back-off.
-async fn send(
+/// Publishes entries the caller holds: those a flush has claimed, or the
+/// events of operations the caller has just finished (written held, so no
+/// claim and no readiness check). One `PutEvents` per [`BATCH`] entries, then
+/// one update marking those accepted; each rejected one is released with its
+/// back-off.
+pub async fn publish_held(
     store: &Store,
     publisher: &Publisher,
     entries: &[OutboxEntry],
 ) -> Result<Flushed, ApiError> {
     let mut result = Flushed::default();
-    if entries.is_empty() {
-        return Ok(result);
-    }
-    let accepted = match publisher.publish(entries).await {
-        Ok(accepted) => accepted,
-        Err(e) => {
-            tracing::warn!(error = %e, pending = entries.len(), "publishing lifecycle events failed; will retry");
-            vec![false; entries.len()]
+    let mut accepted = Vec::with_capacity(entries.len());
+    for batch in entries.chunks(BATCH) {
+        match publisher.publish(batch).await {
+            Ok(ok) => accepted.extend(ok),
+            Err(e) => {
+                tracing::warn!(error = %e, pending = batch.len(), "publishing lifecycle events failed; will retry");
+                accepted.extend(std::iter::repeat_n(false, batch.len()));
+            }
         }
-    };
+    }
     let mut published = Vec::new();
     for (entry, ok) in entries.iter().zip(accepted) {
         if ok {

@@ -212,31 +212,34 @@ impl App {
     /// Never fails the caller: what cannot be published now is retried by a
     /// later flush.
     pub async fn flush_events(&self) {
-        let Some(publisher) = &self.publisher else {
-            return;
-        };
-        let store = match self.store().await {
-            Ok(store) => store,
-            Err(e) => return e.log(),
-        };
-        report(events::flush(store, publisher).await);
+        if let Some((store, publisher)) = self.event_outlet().await {
+            report(events::flush(store, publisher).await);
+        }
     }
 
     /// Publishes the events of operations this request has just finished
     /// (one `PutEvents`, one update). Never fails the caller: an event not
     /// sent now stays in the outbox for the scheduled flush.
     pub async fn publish_own_events(&self, entries: &[events::OutboxEntry]) {
-        let Some(publisher) = &self.publisher else {
-            return;
-        };
         if entries.is_empty() {
             return;
         }
-        let store = match self.store().await {
-            Ok(store) => store,
-            Err(e) => return e.log(),
-        };
-        report(events::publish_own(store, publisher, entries).await);
+        if let Some((store, publisher)) = self.event_outlet().await {
+            report(events::publish_held(store, publisher, entries).await);
+        }
+    }
+
+    /// The outbox's store and the publisher, when events are published at
+    /// all and the store is reachable (its failure is logged).
+    async fn event_outlet(&self) -> Option<(&Store, &Publisher)> {
+        let publisher = self.publisher.as_ref()?;
+        match self.store().await {
+            Ok(store) => Some((store, publisher)),
+            Err(e) => {
+                e.log();
+                None
+            }
+        }
     }
 
     fn store_wanted(&self) -> bool {

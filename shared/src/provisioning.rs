@@ -193,11 +193,8 @@ pub async fn sqs_batch(app: &App, payload: Value) -> Value {
             Err(_) => failures.push(json!({ "itemIdentifier": id })),
         }
     }
-    // One publish for the whole batch rather than one per organization
-    // (PutEvents takes ten entries at a time).
-    for chunk in events.chunks(crate::events::BATCH) {
-        app.publish_own_events(chunk).await;
-    }
+    // One publish for the whole batch rather than one per organization.
+    app.publish_own_events(&events).await;
     json!({ "batchItemFailures": failures })
 }
 

@@ -219,7 +219,7 @@ impl CredentialChange {
 
 /// What a create, rename or delete did: the organization (for a delete, as
 /// it was) and the lifecycle event this request wrote and holds, for it to
-/// publish before it answers ([`crate::events::publish_own`]).
+/// publish before it answers ([`crate::events::publish_held`]).
 #[derive(Debug)]
 pub struct Finished {
     pub org: OrgDoc,
