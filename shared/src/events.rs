@@ -61,7 +61,7 @@ impl OutboxEntry {
     /// A new entry, held by its writer for [`HOLD`].
     pub fn new(op_id: ObjectId, detail_type: &str, mut detail: Document) -> Self {
         let now = DateTime::now();
-        let held_until = DateTime::from_millis(now.timestamp_millis() + HOLD.as_millis() as i64);
+        let held_until = crate::store::later(now, HOLD);
         detail.insert("event_id", op_id.to_hex());
         detail.insert(
             "occurred_at",

@@ -265,6 +265,12 @@ pub fn db_error(err: mongodb::error::Error) -> ApiError {
     }
 }
 
+/// `at` plus `after`, as stored times (expiries, holds, locks) are computed.
+pub(crate) fn later(at: DateTime, after: Duration) -> DateTime {
+    let millis = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    DateTime::from_millis(at.timestamp_millis().saturating_add(millis))
+}
+
 fn server_code(err: &mongodb::error::Error) -> Option<i32> {
     match &*err.kind {
         ErrorKind::Command(c) => Some(c.code),
@@ -604,8 +610,7 @@ impl Store {
     pub async fn record_login_failure(&self, key: &str) -> Result<(), ApiError> {
         self.ensure_indexes().await?;
         let now = DateTime::now();
-        let expires =
-            DateTime::from_millis(now.timestamp_millis() + self.throttle.window.as_millis() as i64);
+        let expires = later(now, self.throttle.window);
         let record = self
             .attempts
             .find_one_and_update(
@@ -628,10 +633,8 @@ impl Store {
                 .base_lock
                 .saturating_mul(1_u32 << doublings)
                 .min(self.throttle.max_lock);
-            let until = DateTime::from_millis(now.timestamp_millis() + lock.as_millis() as i64);
-            let expires = DateTime::from_millis(
-                until.timestamp_millis() + self.throttle.window.as_millis() as i64,
-            );
+            let until = later(now, lock);
+            let expires = later(until, self.throttle.window);
             self.attempts
                 .update_one(
                     doc! { "_id": key },
@@ -1133,9 +1136,7 @@ impl Store {
         let mut claimed = Vec::new();
         for _ in 0..limit {
             let now = DateTime::now();
-            let hold = DateTime::from_millis(
-                now.timestamp_millis() + crate::events::HOLD.as_millis() as i64,
-            );
+            let hold = later(now, crate::events::HOLD);
             let entry = self
                 .outbox
                 .find_one_and_update(
@@ -1170,8 +1171,7 @@ impl Store {
             return Ok(());
         }
         let now = DateTime::now();
-        let expires =
-            DateTime::from_millis(now.timestamp_millis() + PUBLISHED_TTL.as_millis() as i64);
+        let expires = later(now, PUBLISHED_TTL);
         self.outbox
             .update_many(
                 doc! { "_id": { "$in": ids } },
@@ -1190,8 +1190,7 @@ impl Store {
         delay: Duration,
         failed: bool,
     ) -> Result<(), ApiError> {
-        let at =
-            DateTime::from_millis(DateTime::now().timestamp_millis() + delay.as_millis() as i64);
+        let at = later(DateTime::now(), delay);
         let inc = if failed { 1 } else { 0 };
         self.outbox
             .update_one(
@@ -1214,8 +1213,7 @@ impl Store {
     ) -> Result<Idempotent, ApiError> {
         self.ensure_indexes().await?;
         let now = DateTime::now();
-        let expires =
-            DateTime::from_millis(now.timestamp_millis() + IDEMPOTENCY_TTL.as_millis() as i64);
+        let expires = later(now, IDEMPOTENCY_TTL);
         let fresh = doc! {
             "_id": key, "fingerprint": fingerprint, "state": "running",
             "started_at": now, "expires_at": expires,
@@ -1295,5 +1293,20 @@ impl Store {
             Some(admin) => self.find_org_by_id(admin.organization_id).await,
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_adds_the_duration_and_saturates() {
+        let t = DateTime::from_millis(1_000);
+        assert_eq!(
+            later(t, Duration::from_millis(1_500)).timestamp_millis(),
+            2_500
+        );
+        assert_eq!(later(t, Duration::MAX).timestamp_millis(), i64::MAX);
     }
 }
