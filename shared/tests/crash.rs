@@ -370,9 +370,10 @@ async fn a_database_down_for_a_whole_request_is_a_503_and_the_same_app_recovers(
     assert_invariants(&t).await;
 }
 
-/// Runs `event` in a child that stops at `failpoint` until `meanwhile` has
-/// run; returns what the child printed (its status).
+/// Runs `event` in a child on the server at `uri` that stops at `failpoint`
+/// until `meanwhile` has run; returns what the child printed (its status).
 async fn run_pausing_at(
+    uri: &str,
     t: &TestApp,
     event: &str,
     failpoint: &str,
@@ -382,7 +383,7 @@ async fn run_pausing_at(
         std::env::temp_dir().join(format!("pause-{}", mongodb::bson::oid::ObjectId::new()));
     let reached = marker.with_extension("reached");
     let go = marker.with_extension("go");
-    let child = child_command(&mongodb_uri(), &t.db, event)
+    let child = child_command(uri, &t.db, event)
         .env(failpoint::ENV, failpoint)
         .env(failpoint::ACTION_ENV, format!("wait:{}", marker.display()))
         .spawn()
@@ -416,15 +417,21 @@ async fn a_delete_that_read_the_organization_before_a_rename_finished_deletes_no
     );
 
     // The delete has found "acme"; the rename then completes before it acts.
-    let status = run_pausing_at(&t, &delete_acme, "delete:before_mark", async {
-        let renamed = t
-            .call(update(
-                Some(&token),
-                &json!({"organization_name": "acme-new"}),
-            ))
-            .await;
-        assert_eq!(renamed.status, 200, "{}", renamed.body);
-    })
+    let status = run_pausing_at(
+        &mongodb_uri(),
+        &t,
+        &delete_acme,
+        "delete:before_mark",
+        async {
+            let renamed = t
+                .call(update(
+                    Some(&token),
+                    &json!({"organization_name": "acme-new"}),
+                ))
+                .await;
+            assert_eq!(renamed.status, 200, "{}", renamed.body);
+        },
+    )
     .await;
 
     assert_eq!(
@@ -443,32 +450,17 @@ async fn a_rename_whose_database_goes_away_mid_operation_is_finished_after_it_re
     let t = TestApp::on(&server.uri(), |c| c.operation_lease = Duration::ZERO).await;
     let (_, token) = t.create_and_login("acme").await;
     fill_tenant(&t, "org_acme", TENANT_DOCS).await;
-    let marker = server.dir.with_extension("marker");
     let body = json!({"organization_name": "acme-new"}).to_string();
-    let child = child_command(
-        &server.uri(),
-        &t.db,
+    let uri = server.uri();
+    let status = run_pausing_at(
+        &uri,
+        &t,
         &event_json("PUT", "/org/update", &[], Some(&body), Some(&token)),
+        "rename:after_claim",
+        async { server.stop() },
     )
-    .env(failpoint::ENV, "rename:after_claim")
-    .env(failpoint::ACTION_ENV, format!("wait:{}", marker.display()))
-    .spawn()
-    .unwrap();
-    let reached = marker.with_extension("marker.reached");
-    for _ in 0..300 {
-        if reached.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(reached.exists(), "the child never reached the failpoint");
-
-    server.stop();
-    std::fs::write(marker.with_extension("marker.go"), "").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let _ = std::fs::remove_file(&reached);
-    let _ = std::fs::remove_file(marker.with_extension("marker.go"));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "503");
+    .await;
+    assert_eq!(status, "503");
     server.resume();
 
     let mut retry = t
