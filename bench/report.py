@@ -158,15 +158,14 @@ def main():
         # handshake" is two, one after the other by its specifications: the
         # monitor's (server discovery), then the pooled connection's, which
         # may only open once the server is known. `strict` counts one.
-        unavoidable = median(
-            [r["secret_longest_ms"] + r.get("monitor_handshake_ms", 0.0)
-             + r.get("pool_handshake_longest_ms", r["handshake_longest_ms"]) + r["query_req_ms"]
-             + r.get("publish_req_ms", 0.0) + (bc or 0.0) for r in rs]
-        )
-        strict = median(
-            [r["secret_longest_ms"] + r["handshake_longest_ms"] + r["query_req_ms"]
-             + r.get("publish_req_ms", 0.0) + (bc or 0.0) for r in rs]
-        )
+        def unavoidable_with(handshakes):
+            return median([r["secret_longest_ms"] + handshakes(r) + r["query_req_ms"]
+                           + r.get("publish_req_ms", 0.0) + (bc or 0.0) for r in rs])
+
+        unavoidable = unavoidable_with(
+            lambda r: r.get("monitor_handshake_ms", 0.0)
+            + r.get("pool_handshake_longest_ms", r["handshake_longest_ms"]))
+        strict = unavoidable_with(lambda r: r["handshake_longest_ms"])
         unexplained = median([r["total_ms"] - r["net_all_ms"] - (bc or 0.0) for r in rs])
         unexplained = None if unexplained is None or base_total is None else unexplained - base_total
         queries = rs[0].get("queries_req", []) if rs else []

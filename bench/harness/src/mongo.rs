@@ -20,6 +20,17 @@ fn err(e: mongodb::error::Error) -> String {
     e.to_string()
 }
 
+/// A new client at `uri` that has answered one `ping`.
+async fn connected(uri: &str) -> Result<Client> {
+    let client = Client::with_uri_str(uri).await.map_err(err)?;
+    client
+        .database("admin")
+        .run_command(doc! { "ping": 1 })
+        .await
+        .map_err(err)?;
+    Ok(client)
+}
+
 impl Mongo {
     pub fn connect(uri: &str) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -27,15 +38,7 @@ impl Mongo {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let client = rt.block_on(async {
-            let client = Client::with_uri_str(uri).await.map_err(err)?;
-            client
-                .database("admin")
-                .run_command(doc! { "ping": 1 })
-                .await
-                .map_err(err)?;
-            Ok::<_, String>(client)
-        })?;
+        let client = rt.block_on(connected(uri))?;
         Ok(Self { rt, client })
     }
 
@@ -44,12 +47,7 @@ impl Mongo {
     pub fn fresh_ping(&self, uri: &str) -> Result<Duration> {
         self.rt.block_on(async {
             let started = Instant::now();
-            let client = Client::with_uri_str(uri).await.map_err(err)?;
-            client
-                .database("admin")
-                .run_command(doc! { "ping": 1 })
-                .await
-                .map_err(err)?;
+            let client = connected(uri).await?;
             let elapsed = started.elapsed();
             client.shutdown().await;
             Ok(elapsed)
