@@ -13,8 +13,8 @@
 //! endpoints (public, FIPS and VPC interface endpoints alike) present
 //! certificates from Amazon Trust Services, so the built-in set is exactly
 //! that CA family's roots, taken from the Mozilla root program
-//! (`webpki-root-certs`) by `build.rs`. An endpoint that chains elsewhere (an emulator or
-//! proxy with its own CA) is trusted by naming its CA file in
+//! (`webpki-root-certs`) by `build.rs`. An endpoint that chains elsewhere (an
+//! emulator or proxy with its own CA) is trusted by naming its CA file in
 //! `AWS_CA_BUNDLE`, the variable the other AWS SDKs and the CLI read for the
 //! same purpose.
 
