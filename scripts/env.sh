@@ -115,6 +115,8 @@ start_local_api() { # port
     --env-var "MASTER_DB=${MASTER_DB:-master_org_db}" \
     --env-var "JWT_SECRET=${JWT_SECRET}" \
     --env-var "BCRYPT_COST=${BCRYPT_COST:-12}" \
+    --env-var "CREATE_LIMIT_PER_SOURCE_PER_HOUR=${CREATE_LIMIT_PER_SOURCE_PER_HOUR:-20}" \
+    --env-var "MAX_ORGANIZATIONS=${MAX_ORGANIZATIONS:-10000}" \
     --env-var "RUST_LOG=${RUST_LOG:-info}" \
     >"$STATE/api.log" 2>&1 &
   STARTED_PIDS+=("$!")

@@ -23,7 +23,8 @@ start_moto
 log "local API (cargo lambda watch) for the HTTP flow test"
 cargo build --workspace --bins --quiet
 export E2E_MASTER_DB="e2e_$(date +%s)_$$"
-MASTER_DB="$E2E_MASTER_DB" JWT_SECRET="e2e-$(date +%s%N)" BCRYPT_COST=4 start_local_api "$(free_port)"
+MASTER_DB="$E2E_MASTER_DB" JWT_SECRET="e2e-$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')" \
+  BCRYPT_COST=4 CREATE_LIMIT_PER_SOURCE_PER_HOUR=0 start_local_api "$(free_port)"
 
 log "cargo test"
 cargo test --workspace --features shared/failpoints 2>&1 | tee "$STATE/cargo-test.log"

@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, RwLock};
 
-use crate::config::{Secret, SecretSource, TokenConfig};
+use crate::config::{Secret, SecretSource, TokenConfig, MAX_BCRYPT_COST};
 use crate::domain::Password;
 use crate::error::ApiError;
 use crate::secrets::SecretStore;
@@ -34,7 +34,10 @@ pub async fn hash_password(password: &Password, cost: u32) -> Result<String, Api
 }
 
 /// Verifies `password` against `hash`; with no hash (unknown email) it verifies
-/// against a dummy of the same cost, so both cases take the same time.
+/// against a dummy of the same cost, so both cases take the same time. A
+/// stored hash above [`MAX_BCRYPT_COST`] is never run (one verify at cost 18
+/// outlasts the function's timeout): it fails like a wrong password, at the
+/// same price, and is logged.
 pub async fn verify_password(
     password: &Password,
     hash: Option<&str>,
@@ -42,6 +45,14 @@ pub async fn verify_password(
 ) -> Result<bool, ApiError> {
     let plain = password.expose().to_owned();
     let (hash, real) = match hash {
+        Some(h) if bcrypt_cost(h).is_some_and(|c| c > MAX_BCRYPT_COST) => {
+            tracing::error!(
+                cost = bcrypt_cost(h),
+                max = MAX_BCRYPT_COST,
+                "stored password hash is too costly to verify; refusing the login"
+            );
+            (dummy_hash(cost), false)
+        }
         Some(h) => (h.to_owned(), true),
         None => (dummy_hash(cost), false),
     };
@@ -54,9 +65,31 @@ pub async fn verify_password(
     Ok(real && matched)
 }
 
+/// The cost a bcrypt hash was made with, if it reads as one.
+pub fn bcrypt_cost(hash: &str) -> Option<u32> {
+    let rest = ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .find_map(|p| hash.strip_prefix(p))?;
+    match rest.as_bytes() {
+        [a, b, b'$', ..] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            Some(u32::from(a - b'0') * 10 + u32::from(b - b'0'))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a hash that just verified should be replaced by one at `cost`: old
+/// and provisioned hashes converge on the service's cost, so that a login
+/// takes the same time whichever account it is for.
+pub fn needs_rehash(hash: &str, cost: u32) -> bool {
+    bcrypt_cost(hash) != Some(cost)
+}
+
 /// Checks a bcrypt hash computed upstream (provisioning without plaintext):
-/// `$2a$`, `$2b$` or `$2y$`, a cost of at least `min_cost`, 53 characters of
-/// bcrypt's base64. A weaker hash than the service's own is refused.
+/// `$2a$`, `$2b$` or `$2y$`, a cost from the service's own (`min_cost`) to
+/// [`MAX_BCRYPT_COST`], 53 characters of bcrypt's base64. A weaker hash is
+/// refused, and so is a costlier one: one login against it would outlast the
+/// function's timeout.
 pub fn parse_bcrypt_hash(raw: &str, min_cost: u32) -> Result<String, ApiError> {
     let field = "password_hash";
     let bad = || {
@@ -85,6 +118,12 @@ pub fn parse_bcrypt_hash(raw: &str, min_cost: u32) -> Result<String, ApiError> {
         return Err(ApiError::invalid(
             field,
             format!("cost {cost} is below this service's {min_cost}"),
+        ));
+    }
+    if cost > MAX_BCRYPT_COST {
+        return Err(ApiError::invalid(
+            field,
+            format!("cost {cost} is above this service's maximum of {MAX_BCRYPT_COST}"),
         ));
     }
     Ok(raw.to_owned())
@@ -269,16 +308,30 @@ impl KeyProvider {
 // ----------------------------------------------------------------- tokens
 
 /// What a token says. `org` is the organization's immutable id, so a rename
-/// does not invalidate sessions.
+/// does not invalidate sessions; `ver` is the admin's token version when it
+/// was issued, so a change of email or password does (the admin document's
+/// `token_version` moves on, and every older token stops matching).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub sub: String,
     pub org: String,
+    /// Tokens from before versions existed carry none: version 0, which is
+    /// also where every admin starts.
+    #[serde(default)]
+    pub ver: i64,
     pub iat: u64,
     pub nbf: u64,
     pub exp: u64,
+}
+
+impl Claims {
+    /// Whether the token was issued less than `max_age` ago.
+    pub fn issued_within(&self, max_age: Duration) -> bool {
+        let now = jsonwebtoken::get_current_timestamp();
+        now.saturating_sub(self.iat) < max_age.as_secs()
+    }
 }
 
 pub const TOKEN_TYPE: &str = "JWT";
@@ -315,8 +368,14 @@ impl Tokens {
         &self.keys
     }
 
-    /// A token for admin `admin_id` of organization `org_id`.
-    pub async fn issue(&self, admin_id: &str, org_id: &str) -> Result<String, ApiError> {
+    /// A token for admin `admin_id` of organization `org_id`, at the admin's
+    /// current token `version`.
+    pub async fn issue(
+        &self,
+        admin_id: &str,
+        org_id: &str,
+        version: i64,
+    ) -> Result<String, ApiError> {
         let keys = self.keys.keys().await?;
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
@@ -324,6 +383,7 @@ impl Tokens {
             aud: self.audience.clone(),
             sub: admin_id.to_owned(),
             org: org_id.to_owned(),
+            ver: version,
             iat: now,
             nbf: now,
             exp: now + self.ttl.as_secs(),
@@ -410,7 +470,7 @@ mod tests {
     #[tokio::test]
     async fn an_issued_token_verifies_and_names_the_org() {
         let t = tokens(key("v1", "s1"), None);
-        let token = t.issue("admin", "org").await.unwrap();
+        let token = t.issue("admin", "org", 0).await.unwrap();
         let c = t.verify(&token).await.unwrap();
         assert_eq!((c.sub.as_str(), c.org.as_str()), ("admin", "org"));
     }
@@ -418,10 +478,10 @@ mod tests {
     #[tokio::test]
     async fn the_previous_key_still_verifies_after_a_rotation() {
         let before = tokens(key("v1", "s1"), None);
-        let token = before.issue("a", "o").await.unwrap();
+        let token = before.issue("a", "o", 0).await.unwrap();
         let after = tokens(key("v2", "s2"), Some(key("v1", "s1")));
         assert!(after.verify(&token).await.is_ok());
-        let fresh = after.issue("a", "o").await.unwrap();
+        let fresh = after.issue("a", "o", 0).await.unwrap();
         assert_eq!(
             jsonwebtoken::decode_header(&fresh).unwrap().kid.as_deref(),
             Some("v2")
@@ -436,6 +496,11 @@ mod tests {
         assert!(parse_bcrypt_hash(good, 12).is_ok());
         assert!(parse_bcrypt_hash(&good.replace("$12$", "$13$"), 12).is_ok());
         assert!(parse_bcrypt_hash(&good.replace("$12$", "$10$"), 12).is_err());
+        assert!(parse_bcrypt_hash(&good.replace("$12$", "$14$"), 12).is_ok());
+        for too_costly in ["$15$", "$18$", "$31$"] {
+            let err = parse_bcrypt_hash(&good.replace("$12$", too_costly), 12).unwrap_err();
+            assert!(err.to_string().contains("maximum"), "{err}");
+        }
         for bad in [
             "",
             "plain",
@@ -445,6 +510,26 @@ mod tests {
         ] {
             assert!(parse_bcrypt_hash(bad, 4).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_hash_tells_its_cost_and_whether_it_needs_rehashing() {
+        let h = "$2b$05$C6UzMDM.H6dfI/f/IKxGhuTqbUJkUBvDJNvLeSDYGOHTsGaKpwKsC";
+        assert_eq!(bcrypt_cost(h), Some(5));
+        assert_eq!(bcrypt_cost("$2b$x5$..."), None);
+        assert_eq!(bcrypt_cost("plain"), None);
+        assert!(needs_rehash(h, 4));
+        assert!(!needs_rehash(h, 5));
+    }
+
+    #[tokio::test]
+    async fn a_stored_hash_above_the_maximum_cost_fails_promptly_like_a_wrong_password() {
+        let p = Password::parse("password123").unwrap();
+        let at_31 = "$2b$31$C6UzMDM.H6dfI/f/IKxGhuTqbUJkUBvDJNvLeSDYGOHTsGaKpwKsC";
+        let started = Instant::now();
+        assert!(!verify_password(&p, Some(at_31), 4).await.unwrap());
+        // Cost 31 would take days; the dummy at cost 4 takes milliseconds.
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[tokio::test]

@@ -48,6 +48,14 @@ pub enum Section {
     /// Reaching AWS services (Secrets Manager, EventBridge), read by every
     /// function; the SDK itself reads the standard `AWS_*` variables.
     Aws,
+    /// How strong a new password must be.
+    PasswordPolicy,
+    /// Caps on how many organizations exist and how fast one source makes them.
+    Limits,
+    /// What provisioning requests from queues and the bus may carry.
+    Provisioning,
+    /// What a change of the admin's credentials demands of the caller.
+    CredentialChange,
 }
 
 impl Function {
@@ -76,11 +84,31 @@ impl Function {
         use Section::*;
         match self {
             Function::Login => &[Logging, Aws, Database, Tokens, Passwords],
-            Function::Create => &[Logging, Aws, Database, Passwords, Events],
+            Function::Create => &[
+                Logging,
+                Aws,
+                Database,
+                Passwords,
+                PasswordPolicy,
+                Limits,
+                Provisioning,
+                Events,
+            ],
             Function::Get => &[Logging, Aws, Database],
-            Function::Rename => &[Logging, Aws, Database, Tokens, Passwords, Events],
+            Function::Rename => &[
+                Logging,
+                Aws,
+                Database,
+                Tokens,
+                Passwords,
+                PasswordPolicy,
+                CredentialChange,
+                Events,
+            ],
             Function::Delete => &[Logging, Aws, Database, Tokens, Events],
-            Function::Authorizer => &[Logging, Aws, Tokens],
+            // The database too: a token issued before its admin's last
+            // credential change is refused here as well as by the functions.
+            Function::Authorizer => &[Logging, Aws, Database, Tokens],
         }
     }
 
@@ -121,6 +149,18 @@ pub const KEY_CACHE_TTL_SECS: &str = "KEY_CACHE_TTL_SECS";
 pub const BCRYPT_COST: &str = "BCRYPT_COST";
 pub const RUST_LOG: &str = "RUST_LOG";
 pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
+/// The least zxcvbn score (0-4) a new password must reach.
+pub const PASSWORD_MIN_SCORE: &str = "PASSWORD_MIN_SCORE";
+/// How many organizations may exist at once (0: no cap).
+pub const MAX_ORGANIZATIONS: &str = "MAX_ORGANIZATIONS";
+/// How many `POST /org/create` one source address may make per hour (0: no limit).
+pub const CREATE_LIMIT_PER_SOURCE_PER_HOUR: &str = "CREATE_LIMIT_PER_SOURCE_PER_HOUR";
+/// Whether provisioning requests may carry a plaintext `password` (`true`)
+/// or only a `password_hash` (`false`, the default).
+pub const PROVISIONING_ALLOW_PLAINTEXT: &str = "PROVISIONING_ALLOW_PLAINTEXT";
+/// How recently a token must have been issued for it alone to change the
+/// admin's email or password (older: log in again, or give `current_password`).
+pub const CREDENTIAL_CHANGE_MAX_TOKEN_AGE_SECS: &str = "CREDENTIAL_CHANGE_MAX_TOKEN_AGE_SECS";
 /// A PEM file of certificate authorities the AWS clients trust besides the
 /// built-in Amazon Trust Services roots (an emulator or proxy with its own
 /// CA); the name the other AWS SDKs and the CLI use.
@@ -154,6 +194,10 @@ impl Section {
             Section::Logging => &[RUST_LOG],
             Section::Events => &[EVENT_BUS_NAME],
             Section::Aws => &[AWS_CA_BUNDLE],
+            Section::PasswordPolicy => &[PASSWORD_MIN_SCORE],
+            Section::Limits => &[MAX_ORGANIZATIONS, CREATE_LIMIT_PER_SOURCE_PER_HOUR],
+            Section::Provisioning => &[PROVISIONING_ALLOW_PLAINTEXT],
+            Section::CredentialChange => &[CREDENTIAL_CHANGE_MAX_TOKEN_AGE_SECS],
         }
     }
 }
@@ -213,6 +257,16 @@ pub struct TokenConfig {
     pub key_cache_ttl: Duration,
 }
 
+/// Caps that keep one client from filling the database with organizations:
+/// each one is a collection, and MongoDB slows down with tens of thousands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// How many organizations may exist at once; `None`, no cap.
+    pub max_organizations: Option<u64>,
+    /// How many creates one source address may make per hour; `None`, no limit.
+    pub creates_per_source_per_hour: Option<u64>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The function this configuration was read for.
@@ -220,6 +274,13 @@ pub struct Config {
     pub database: Option<DatabaseConfig>,
     pub tokens: Option<TokenConfig>,
     pub bcrypt_cost: u32,
+    /// The least zxcvbn score a new password needs.
+    pub password_min_score: u8,
+    pub limits: Limits,
+    /// Whether provisioning requests may carry a plaintext password.
+    pub provisioning_plaintext: bool,
+    /// The age past which a token alone no longer changes credentials.
+    pub credential_change_max_token_age: Duration,
     /// Where lifecycle events go; none configured, none are recorded.
     pub event_bus: Option<String>,
     /// The path of extra certificate authorities for the AWS clients.
@@ -238,6 +299,16 @@ impl ConfigError {
 
 pub const DEFAULT_MASTER_DB: &str = "master_org_db";
 pub const DEFAULT_BCRYPT_COST: u32 = 12;
+/// The highest bcrypt cost this service runs: the template's bound on
+/// `BcryptCost`, and the most a provisioned hash may ask for. One verify at
+/// 14 takes about a second on a Lambda vCPU; 18 would outlast the timeout.
+pub const MAX_BCRYPT_COST: u32 = 14;
+pub const DEFAULT_PASSWORD_MIN_SCORE: u8 = 3;
+pub const DEFAULT_MAX_ORGANIZATIONS: u64 = 10_000;
+pub const DEFAULT_CREATE_LIMIT_PER_SOURCE_PER_HOUR: u64 = 20;
+pub const DEFAULT_CREDENTIAL_CHANGE_MAX_TOKEN_AGE: Duration = Duration::from_secs(15 * 60);
+/// HS256 wants a key at least as long as its 256-bit output (RFC 7518 3.2).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 impl Config {
     /// Reads the process environment for `function`.
@@ -285,8 +356,16 @@ impl Config {
         };
 
         let tokens = if sections.contains(&Section::Tokens) {
+            let key = secret_source(var(JWT_SECRET), var(JWT_SECRET_ARN), JWT_SECRET)?;
+            if let SecretSource::Value(secret) = &key {
+                if secret.expose().len() < MIN_JWT_SECRET_BYTES {
+                    return Err(ConfigError(format!(
+                        "{JWT_SECRET} must be at least {MIN_JWT_SECRET_BYTES} bytes"
+                    )));
+                }
+            }
             Some(TokenConfig {
-                key: secret_source(var(JWT_SECRET), var(JWT_SECRET_ARN), JWT_SECRET)?,
+                key,
                 issuer: var(JWT_ISSUER).unwrap_or_else(|| "org-service".to_owned()),
                 audience: var(JWT_AUDIENCE).unwrap_or_else(|| "org-service-api".to_owned()),
                 ttl: Duration::from_secs(number(JWT_TTL_SECS, var, 3_600, 60..=86_400)?),
@@ -302,9 +381,60 @@ impl Config {
         };
 
         let bcrypt_cost = if sections.contains(&Section::Passwords) {
-            number(BCRYPT_COST, var, DEFAULT_BCRYPT_COST as u64, 4..=31)? as u32
+            number(
+                BCRYPT_COST,
+                var,
+                DEFAULT_BCRYPT_COST as u64,
+                4..=MAX_BCRYPT_COST as u64,
+            )? as u32
         } else {
             DEFAULT_BCRYPT_COST
+        };
+
+        let password_min_score = if sections.contains(&Section::PasswordPolicy) {
+            number(
+                PASSWORD_MIN_SCORE,
+                var,
+                DEFAULT_PASSWORD_MIN_SCORE as u64,
+                0..=4,
+            )? as u8
+        } else {
+            DEFAULT_PASSWORD_MIN_SCORE
+        };
+
+        let limits = if sections.contains(&Section::Limits) {
+            let cap = |name, default| {
+                number(name, var, default, 0..=u32::MAX as u64).map(|n| Some(n).filter(|&n| n > 0))
+            };
+            Limits {
+                max_organizations: cap(MAX_ORGANIZATIONS, DEFAULT_MAX_ORGANIZATIONS)?,
+                creates_per_source_per_hour: cap(
+                    CREATE_LIMIT_PER_SOURCE_PER_HOUR,
+                    DEFAULT_CREATE_LIMIT_PER_SOURCE_PER_HOUR,
+                )?,
+            }
+        } else {
+            Limits::default()
+        };
+
+        let provisioning_plaintext = if sections.contains(&Section::Provisioning) {
+            flag(
+                PROVISIONING_ALLOW_PLAINTEXT,
+                var(PROVISIONING_ALLOW_PLAINTEXT),
+            )?
+        } else {
+            false
+        };
+
+        let credential_change_max_token_age = if sections.contains(&Section::CredentialChange) {
+            Duration::from_secs(number(
+                CREDENTIAL_CHANGE_MAX_TOKEN_AGE_SECS,
+                var,
+                DEFAULT_CREDENTIAL_CHANGE_MAX_TOKEN_AGE.as_secs(),
+                0..=86_400,
+            )?)
+        } else {
+            DEFAULT_CREDENTIAL_CHANGE_MAX_TOKEN_AGE
         };
 
         let event_bus = if sections.contains(&Section::Events) {
@@ -324,6 +454,10 @@ impl Config {
             database,
             tokens,
             bcrypt_cost,
+            password_min_score,
+            limits,
+            provisioning_plaintext,
+            credential_change_max_token_age,
             event_bus,
             aws_ca_bundle,
         })
@@ -375,6 +509,16 @@ fn number(
     }
 }
 
+/// `true` or `false` (unset: `false`), as CloudFormation's strings give them.
+fn flag(name: &str, raw: Option<String>) -> Result<bool, ConfigError> {
+    match raw.as_deref().map(str::trim) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(ConfigError(format!("{name} must be true or false"))),
+    }
+}
+
 /// MongoDB database names: no `/\. "$*<>:|?` or NUL, under 64 bytes.
 fn check_db_name(var: &str, name: &str) -> Result<(), ConfigError> {
     let bad = name.is_empty()
@@ -406,6 +550,8 @@ mod tests {
         }
     }
 
+    const KEY: &str = "a-local-signing-key-of-32-bytes-or-more";
+
     #[test]
     fn each_function_reads_exactly_its_declared_variables() {
         for f in Function::ALL {
@@ -423,7 +569,7 @@ mod tests {
     fn defaults_apply_when_only_the_secrets_are_given() {
         let cfg = Config::from_lookup(
             Function::Login,
-            lookup(&[(MONGODB_URI, "mongodb://localhost"), (JWT_SECRET, "k")]),
+            lookup(&[(MONGODB_URI, "mongodb://localhost"), (JWT_SECRET, KEY)]),
         )
         .unwrap();
         let db = cfg.database().unwrap();
@@ -453,12 +599,13 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_at_start_up() {
-        let base = [(MONGODB_URI, "mongodb://x"), (JWT_SECRET, "k")];
+        let base = [(MONGODB_URI, "mongodb://x"), (JWT_SECRET, KEY)];
         for (name, value) in [
             (BCRYPT_COST, "3"),
             (BCRYPT_COST, "twelve"),
             (MASTER_DB, "a.b"),
             (JWT_TTL_SECS, "0"),
+            (BCRYPT_COST, "15"),
         ] {
             let mut pairs = base.to_vec();
             pairs.push((name, value));
@@ -471,12 +618,51 @@ mod tests {
     }
 
     #[test]
+    fn a_short_local_signing_key_is_refused_with_the_variable_named() {
+        let err = Config::from_lookup(
+            Function::Authorizer,
+            lookup(&[
+                (MONGODB_URI, "mongodb://x"),
+                (JWT_SECRET, "0123456789abcdef"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains(JWT_SECRET), "{err}");
+        assert!(!err.to_string().contains("0123456789abcdef"), "{err}");
+    }
+
+    #[test]
+    fn limits_default_on_and_zero_turns_each_off() {
+        let base = [(MONGODB_URI, "mongodb://x")];
+        let cfg = Config::from_lookup(Function::Create, lookup(&base)).unwrap();
+        assert_eq!(
+            cfg.limits.max_organizations,
+            Some(DEFAULT_MAX_ORGANIZATIONS)
+        );
+        assert_eq!(cfg.limits.creates_per_source_per_hour, Some(20));
+        assert!(!cfg.provisioning_plaintext);
+        assert_eq!(cfg.password_min_score, 3);
+        let mut off = base.to_vec();
+        off.extend([
+            (MAX_ORGANIZATIONS, "0"),
+            (CREATE_LIMIT_PER_SOURCE_PER_HOUR, "0"),
+            (PROVISIONING_ALLOW_PLAINTEXT, "true"),
+        ]);
+        let cfg = Config::from_lookup(Function::Create, lookup(&off)).unwrap();
+        assert_eq!(cfg.limits, Limits::default());
+        assert!(cfg.provisioning_plaintext);
+        let mut bad = base.to_vec();
+        bad.push((PROVISIONING_ALLOW_PLAINTEXT, "yes"));
+        assert!(Config::from_lookup(Function::Create, lookup(&bad)).is_err());
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let cfg = Config::from_lookup(
             Function::Login,
             lookup(&[
                 (MONGODB_URI, "mongodb://u:hunter2@h"),
-                (JWT_SECRET, "topsecret"),
+                (JWT_SECRET, "topsecret-topsecret-topsecret-topsecret"),
             ]),
         )
         .unwrap();

@@ -111,8 +111,10 @@ fn describe_char(c: char) -> String {
     }
 }
 
-/// An admin's email address, trimmed and lowercased so that uniqueness does not
-/// depend on how a client capitalised it.
+/// An admin's email address, normalised so that uniqueness does not depend on
+/// how a client typed it: trimmed, Unicode NFC (a precomposed "é" and "e" plus
+/// a combining accent are one address), lowercased, and the domain in its
+/// IDNA ASCII form (`bücher.example` is stored as `xn--bcher-kva.example`).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
 
@@ -121,8 +123,17 @@ pub const MAX_EMAIL_LEN: usize = 254;
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        use unicode_normalization::UnicodeNormalization;
         let field = "email";
-        let email = raw.trim().to_lowercase();
+        // NFC again after lowercasing, which can undo it: parsing a parsed
+        // email must give it back unchanged.
+        let email: String = raw
+            .trim()
+            .nfc()
+            .collect::<String>()
+            .to_lowercase()
+            .nfc()
+            .collect();
         if email.is_empty() {
             return Err(ApiError::invalid(field, "must not be empty"));
         }
@@ -150,17 +161,26 @@ impl Email {
                 "the part before '@' must be 1 to 64 characters",
             ));
         }
+        let bad_domain =
+            || ApiError::invalid(field, "must have a domain such as example.com after '@'");
+        let domain = idna::domain_to_ascii(domain).map_err(|_| bad_domain())?;
         let labels_ok = domain.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
         if !domain.contains('.') || !labels_ok {
+            return Err(bad_domain());
+        }
+        let email = format!("{local}@{domain}");
+        if email.len() > MAX_EMAIL_LEN {
             return Err(ApiError::invalid(
                 field,
-                "must have a domain such as example.com after '@'",
+                format!("must be at most {MAX_EMAIL_LEN} bytes"),
             ));
         }
         Ok(Self(email))
@@ -168,6 +188,14 @@ impl Email {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl Email {
+    /// Rebuilds an email read back from the database, where it was stored
+    /// after [`Email::parse`]; no validation is repeated.
+    pub(crate) fn from_stored(email: &str) -> Self {
+        Self(email.to_owned())
     }
 }
 
@@ -211,6 +239,34 @@ impl Password {
             return Err(ApiError::invalid(field, "must not contain NUL"));
         }
         Ok(Self(raw.to_owned()))
+    }
+
+    /// A password chosen now (create, a password change, provisioning in
+    /// plaintext): the rules of [`Password::parse`], then zxcvbn's estimate of
+    /// how guessable it is, against `min_score` (0-4), with what the client
+    /// already said about itself (`context`: email, organization name)
+    /// counted as known to an attacker. The 422 says why and what would help.
+    pub fn parse_new(raw: &str, min_score: u8, context: &[&str]) -> Result<Self, ApiError> {
+        let password = Self::parse(raw)?;
+        if min_score == 0 {
+            return Ok(password);
+        }
+        let estimate = zxcvbn::zxcvbn(raw, context);
+        let score = u8::from(estimate.score());
+        if score >= min_score {
+            return Ok(password);
+        }
+        let mut message =
+            format!("is too easy to guess (strength {score} of 4; at least {min_score} needed)");
+        if let Some(feedback) = estimate.feedback() {
+            if let Some(warning) = feedback.warning() {
+                message.push_str(&format!(": {warning}"));
+            }
+            for suggestion in feedback.suggestions() {
+                message.push_str(&format!(" {suggestion}"));
+            }
+        }
+        Err(ApiError::invalid("password", message))
     }
 
     pub fn expose(&self) -> &str {
@@ -292,6 +348,45 @@ mod tests {
     fn an_email_is_normalised() {
         let email = Email::parse("  Admin@Example.COM ").unwrap();
         assert_eq!(email.as_str(), "admin@example.com");
+    }
+
+    #[test]
+    fn an_email_is_one_address_however_its_unicode_was_composed() {
+        let precomposed = Email::parse("Ren\u{e9}@Caf\u{e9}.example").unwrap();
+        let decomposed = Email::parse("Rene\u{301}@Cafe\u{301}.example").unwrap();
+        assert_eq!(precomposed, decomposed);
+        assert_eq!(precomposed.as_str(), "ren\u{e9}@xn--caf-dma.example");
+    }
+
+    #[test]
+    fn an_international_domain_is_stored_in_its_ascii_form() {
+        let unicode = Email::parse("admin@B\u{fc}cher.example").unwrap();
+        let ascii = Email::parse("admin@xn--bcher-kva.example").unwrap();
+        assert_eq!(unicode, ascii);
+        assert_eq!(ascii.as_str(), "admin@xn--bcher-kva.example");
+        assert!(Email::parse("admin@xn--invalid-punycode-\u{fc}.example").is_err());
+    }
+
+    #[test]
+    fn a_new_password_must_be_hard_to_guess_and_the_refusal_says_why() {
+        let weak = Password::parse_new("password123", 3, &[]).unwrap_err();
+        assert_eq!(weak.status(), 422);
+        let text = weak.to_string();
+        assert!(text.contains("too easy to guess"), "{text}");
+        assert!(text.contains("common password"), "{text}");
+        assert!(!text.contains("password123"), "{text}");
+        // What the client said about itself counts as known to an attacker.
+        assert!(Password::parse_new("acme-widgets-2024", 3, &[]).is_ok());
+        assert!(Password::parse_new(
+            "acme-widgets-2024",
+            3,
+            &["acme-widgets", "ops@acme.example"]
+        )
+        .is_err());
+        assert!(Password::parse_new("blue-kettle-orbit-42", 3, &[]).is_ok());
+        // Score 0 turns the estimate off; the byte rules stay.
+        assert!(Password::parse_new("password123", 0, &[]).is_ok());
+        assert!(Password::parse_new("short", 0, &[]).is_err());
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub enum ApiError {
     Invalid { field: String, message: String },
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A valid token that is too old for what it asks (a credential change).
+    #[error("changing the email or password needs a recent login: log in again, or give current_password")]
+    ReauthenticationRequired,
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("{0}")]
@@ -30,8 +33,11 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     MethodNotAllowed(&'static str),
-    #[error("too many failed attempts; retry after {} seconds", retry_after.as_secs())]
-    TooManyRequests { retry_after: Duration },
+    #[error("{reason}; retry after {} seconds", retry_after.as_secs().max(1))]
+    TooManyRequests {
+        reason: &'static str,
+        retry_after: Duration,
+    },
     #[error("{what} is unavailable; retry later")]
     Unavailable {
         what: &'static str,
@@ -71,7 +77,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Malformed(_) => 400,
-            Self::Unauthorized(_) => 401,
+            Self::Unauthorized(_) | Self::ReauthenticationRequired => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
             Self::MethodNotAllowed(_) => 405,
@@ -90,6 +96,7 @@ impl ApiError {
             Self::Malformed(_) => "malformed_request",
             Self::Invalid { .. } => "invalid_field",
             Self::Unauthorized(_) => "unauthorized",
+            Self::ReauthenticationRequired => "reauthentication_required",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",

@@ -14,16 +14,19 @@ use mongodb::bson::oid::ObjectId;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::auth::{hash_password, verify_password, Claims, Tokens};
+use crate::auth::{hash_password, needs_rehash, verify_password, Claims, Tokens};
 use crate::domain::{Email, OrgName, Password};
 use crate::error::ApiError;
 use crate::http::{self, error_response, json_response};
-use crate::store::{CredentialChange, Idempotent, Organization};
+use crate::store::{
+    AdminDoc, CredentialChange, Idempotent, LoginKeys, NewOrganization, Organization,
+};
 use crate::App;
 
 const ORGANIZATION_NAME: &str = "organization_name";
 const EMAIL: &str = "email";
 const PASSWORD: &str = "password";
+const CURRENT_PASSWORD: &str = "current_password";
 
 /// Runs one route's logic inside a span that carries the request id, and maps
 /// its outcome to a response.
@@ -66,6 +69,41 @@ async fn bearer(tokens: &Tokens, req: &Request) -> Result<Claims, ApiError> {
     Ok(claims)
 }
 
+/// What a bearer token stands for once checked against the database.
+struct Session {
+    claims: Claims,
+    admin: AdminDoc,
+}
+
+/// The session behind verified `claims`: their admin still exists, in the
+/// token's organization, at the token's version (a change of email or
+/// password ends every session opened before it).
+async fn session(app: &App, claims: Claims) -> Result<Session, ApiError> {
+    let admin = app
+        .store()
+        .await?
+        .session_admin(object_id(&claims.sub)?, object_id(&claims.org)?, claims.ver)
+        .await?;
+    Ok(Session { claims, admin })
+}
+
+/// The response to a login, and to a credential change (which ends the
+/// session it was made through and opens a new one).
+async fn token_body(
+    tokens: &Tokens,
+    admin_id: &str,
+    org_id: &str,
+    version: i64,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let token = tokens.issue(admin_id, org_id, version).await?;
+    let body = json!({
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": tokens.ttl().as_secs(),
+    });
+    Ok(body.as_object().cloned().unwrap_or_default())
+}
+
 /// POST /admin/login `{email, password}` → `{access_token, token_type, expires_in}`.
 pub async fn login(app: &App, req: Request) -> Response<Body> {
     serve("POST /admin/login", &req, async {
@@ -75,28 +113,21 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
         let password = Password::parse(body.required(PASSWORD)?)?;
         let store = app.store().await?;
         let tokens = app.tokens()?;
-        // Throttled per email and source address: someone failing from
-        // elsewhere cannot lock the real admin out.
-        let throttle_key = format!(
-            "{}|{}",
-            email.as_str(),
-            http::source_ip(&req).unwrap_or("unknown")
-        );
-        let (allowed, admin) = tokio::join!(
-            store.check_login_allowed(&throttle_key),
-            store.find_admin(&email)
-        );
+        let cost = app.config.bcrypt_cost;
+        let keys = LoginKeys::new(&email, http::source_ip(&req));
+        let (allowed, admin) =
+            tokio::join!(store.check_login_allowed(&keys), store.find_admin(&email));
         let had_failures = allowed?;
         let admin = admin?;
         let matched = verify_password(
             &password,
             admin.as_ref().map(|a| a.password_hash.as_str()),
-            app.config.bcrypt_cost,
+            cost,
         )
         .await?;
         const BAD_CREDENTIALS: ApiError = ApiError::Unauthorized("invalid email or password");
         let Some(admin) = admin.filter(|_| matched) else {
-            store.record_login_failure(&throttle_key).await?;
+            store.record_login_failure(&keys).await?;
             return Err(BAD_CREDENTIALS);
         };
         // The admin of an organization that is being created or deleted
@@ -108,17 +139,31 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
             .ok_or(BAD_CREDENTIALS)?;
         record_org(&org.id.to_hex());
         if had_failures {
-            store.clear_login_failures(&throttle_key).await?;
+            store.clear_login_failures(&keys).await?;
         }
-        let token = tokens.issue(&admin.id.to_hex(), &org.id.to_hex()).await?;
-        Ok(json_response(
-            200,
-            &json!({
-                "access_token": token,
-                "token_type": "bearer",
-                "expires_in": tokens.ttl().as_secs(),
-            }),
-        ))
+        if needs_rehash(&admin.password_hash, cost) {
+            // The login has succeeded either way: a failed upgrade is retried
+            // at the next one.
+            let upgraded = match hash_password(&password, cost).await {
+                Ok(new_hash) => {
+                    store
+                        .rehash_password(admin.id, &admin.password_hash, &new_hash)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = upgraded {
+                e.log();
+            }
+        }
+        let body = token_body(
+            tokens,
+            &admin.id.to_hex(),
+            &org.id.to_hex(),
+            admin.token_version,
+        )
+        .await?;
+        Ok(json_response(200, &body))
     })
     .await
 }
@@ -137,12 +182,17 @@ pub async fn create(app: &App, req: Request) -> Response<Body> {
             Some(raw) => Some(parse_idempotency_key(raw.to_str().unwrap_or(""))?),
         };
         let body = http::json_object(&req, &[ORGANIZATION_NAME, EMAIL, PASSWORD])?;
-        let store = app.store().await?;
-        let name = OrgName::parse(body.required(ORGANIZATION_NAME)?, store.tenant_db())?;
+        let name = OrgName::parse(body.required(ORGANIZATION_NAME)?, app.tenant_db()?)?;
         let email = Email::parse(body.required(EMAIL)?)?;
-        let password = Password::parse(body.required(PASSWORD)?)?;
+        let password = Password::parse_new(
+            body.required(PASSWORD)?,
+            app.config.password_min_score,
+            &[name.as_str(), email.as_str()],
+        )?;
+        let source = http::source_ip(&req);
+        let store = app.store().await?;
         let Some(key) = key else {
-            return create_org(app, &name, &email, &password).await;
+            return create_org(app, name, email, &password, source).await;
         };
         match store
             .idempotency_begin(key, &fingerprint(&name, &email))
@@ -173,7 +223,7 @@ pub async fn create(app: &App, req: Request) -> Response<Body> {
                 ))
             }
         }
-        let outcome = create_org(app, &name, &email, &password).await;
+        let outcome = create_org(app, name, email, &password, source).await;
         let response = match &outcome {
             Ok(response) => response.clone(),
             Err(e) => json_response(e.status(), &e.body()),
@@ -211,15 +261,29 @@ fn fingerprint(name: &OrgName, email: &Email) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Creates an organization over HTTP: the per-source limit before any
+/// bcrypt work, then the hash, then the store (which applies the cap).
 async fn create_org(
     app: &App,
-    name: &OrgName,
-    email: &Email,
+    name: OrgName,
+    email: Email,
     password: &Password,
+    source: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let store = app.store().await?;
-    let hash = hash_password(password, app.config.bcrypt_cost).await?;
-    let done = store.create_org(name, email, hash).await?;
+    if let Some(limit) = app.config.limits.creates_per_source_per_hour {
+        store.count_create(source, limit).await?;
+    }
+    let password_hash = hash_password(password, app.config.bcrypt_cost).await?;
+    let new = NewOrganization {
+        name,
+        email,
+        password_hash,
+        provisioned: None,
+    };
+    let done = store
+        .create_org(new, app.config.limits.max_organizations)
+        .await?;
     record_org(&done.org.id.to_hex());
     app.publish_own_events(done.event.as_slice()).await;
     Ok(json_response(201, &Organization::from(&done.org)))
@@ -229,47 +293,120 @@ async fn create_org(
 pub async fn get(app: &App, req: Request) -> Response<Body> {
     serve("GET /org/get", &req, async {
         http::require_method(&req, "GET")?;
-        let store = app.store().await?;
         let name = OrgName::parse(
             http::query_param(&req, ORGANIZATION_NAME)?,
-            store.tenant_db(),
+            app.tenant_db()?,
         )?;
-        let org = store.get_org(&name).await?;
+        let org = app.store().await?.get_org(&name).await?;
         record_org(&org.id.to_hex());
         Ok(json_response(200, &Organization::from(&org)))
     })
     .await
 }
 
-/// PUT /org/update `{organization_name, email?, password?}` (bearer): renames
-/// the token's organization to `organization_name` and/or changes its admin's
-/// credentials → 200 org.
+/// PUT /org/update `{organization_name, email?, password?, current_password?}`
+/// (bearer): renames the token's organization to `organization_name` and/or
+/// changes its admin's credentials → 200 org.
+///
+/// A credential change ends every session opened before it, this one
+/// included, so its answer also carries a fresh `access_token`. It needs a
+/// token issued within `CREDENTIAL_CHANGE_MAX_TOKEN_AGE_SECS` or a
+/// `current_password` that verifies (throttled like a login); an older token
+/// alone gets 401 `reauthentication_required`.
 pub async fn update(app: &App, req: Request) -> Response<Body> {
     serve("PUT /org/update", &req, async {
         http::require_method(&req, "PUT")?;
+        // The token first (no database): an anonymous caller learns nothing
+        // about the body's rules; then the body; then the session.
         let claims = bearer(app.tokens()?, &req).await?;
-        let body = http::json_object(&req, &[ORGANIZATION_NAME, EMAIL, PASSWORD])?;
-        let store = app.store().await?;
-        let name = OrgName::parse(body.required(ORGANIZATION_NAME)?, store.tenant_db())?;
+        let body = http::json_object(
+            &req,
+            &[ORGANIZATION_NAME, EMAIL, PASSWORD, CURRENT_PASSWORD],
+        )?;
+        let name = OrgName::parse(body.required(ORGANIZATION_NAME)?, app.tenant_db()?)?;
         let email = body.optional(EMAIL)?.map(Email::parse).transpose()?;
-        let password = body.optional(PASSWORD)?.map(Password::parse).transpose()?;
+        let context: Vec<&str> = std::iter::once(name.as_str())
+            .chain(email.as_ref().map(Email::as_str))
+            .collect();
+        let password = body
+            .optional(PASSWORD)?
+            .map(|p| Password::parse_new(p, app.config.password_min_score, &context))
+            .transpose()?;
+        let current_password = body
+            .optional(CURRENT_PASSWORD)?
+            .map(|p| {
+                Password::parse(p).map_err(|_| {
+                    ApiError::invalid(
+                        CURRENT_PASSWORD,
+                        "must be the admin's password (8 to 72 bytes)",
+                    )
+                })
+            })
+            .transpose()?;
+
+        let session = session(app, claims).await?;
+        let store = app.store().await?;
+        let changes_credentials = email.is_some() || password.is_some();
+        if let Some(current) = &current_password {
+            let keys = LoginKeys::new(
+                &Email::from_stored(&session.admin.email),
+                http::source_ip(&req),
+            );
+            store.check_login_allowed(&keys).await?;
+            let matched = verify_password(
+                current,
+                Some(&session.admin.password_hash),
+                app.config.bcrypt_cost,
+            )
+            .await?;
+            if !matched {
+                store.record_login_failure(&keys).await?;
+                return Err(ApiError::Unauthorized(
+                    "current_password is not the admin's password",
+                ));
+            }
+        } else if changes_credentials
+            && !session
+                .claims
+                .issued_within(app.config.credential_change_max_token_age)
+        {
+            return Err(ApiError::ReauthenticationRequired);
+        }
+
         let password_hash = match &password {
             Some(p) => Some(hash_password(p, app.config.bcrypt_cost).await?),
             None => None,
         };
-        let done = store
-            .update_org(
-                object_id(&claims.org)?,
-                object_id(&claims.sub)?,
-                &name,
-                CredentialChange {
-                    email,
-                    password_hash,
-                },
-            )
-            .await?;
-        app.publish_own_events(done.event.as_slice()).await;
-        Ok(json_response(200, &Organization::from(&done.org)))
+        // Boxed: the whole rename sits in this future, and unboxed it
+        // outgrows a test thread's stack in debug builds.
+        let updated = Box::pin(store.update_org(
+            session.admin.organization_id,
+            session.admin.id,
+            &name,
+            CredentialChange {
+                email,
+                password_hash,
+                token_version: session.claims.ver,
+            },
+        ))
+        .await?;
+        let org = &updated.finished.org;
+        app.publish_own_events(updated.finished.event.as_slice())
+            .await;
+        let mut body = serde_json::to_value(Organization::from(org)).map_err(ApiError::internal)?;
+        if let (Some(version), Some(fields)) = (updated.token_version, body.as_object_mut()) {
+            let tokens = app.tokens()?;
+            fields.extend(
+                token_body(
+                    tokens,
+                    &session.admin.id.to_hex(),
+                    &org.id.to_hex(),
+                    version,
+                )
+                .await?,
+            );
+        }
+        Ok(json_response(200, &body))
     })
     .await
 }
@@ -279,14 +416,25 @@ pub async fn delete(app: &App, req: Request) -> Response<Body> {
     serve("DELETE /org/delete", &req, async {
         http::require_method(&req, "DELETE")?;
         let claims = bearer(app.tokens()?, &req).await?;
-        let store = app.store().await?;
         let name = OrgName::parse(
             http::query_param(&req, ORGANIZATION_NAME)?,
-            store.tenant_db(),
+            app.tenant_db()?,
         )?;
-        let done = store
-            .delete_org(object_id(&claims.org)?, object_id(&claims.sub)?, &name)
-            .await?;
+        let store = app.store().await?;
+        let (org_id, admin_id) = (object_id(&claims.org)?, object_id(&claims.sub)?);
+        match session(app, claims).await {
+            Ok(_) => {}
+            // A delete removes the admin before the rest: its retry (or a
+            // repeat after it finished) comes with a token whose admin is
+            // gone, and is answered as a delete, not as a stale token.
+            Err(stale @ ApiError::Unauthorized(_)) => {
+                if !store.deleted_with_its_admin(org_id, admin_id).await? {
+                    return Err(stale);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        let done = Box::pin(store.delete_org(org_id, admin_id, &name)).await?;
         app.publish_own_events(done.event.as_slice()).await;
         Ok(json_response(
             200,
@@ -315,10 +463,13 @@ pub async fn dispatch(app: &App, req: Request) -> Response<Body> {
 }
 
 /// The API Gateway (HTTP API, payload 2.0, simple responses) authorizer: the
-/// same token check the functions run, with the admin and organization ids
-/// passed on in the context. Any failure is a plain deny.
+/// same token and session check the functions run, with the admin and
+/// organization ids passed on in the context. Any failure is a plain deny,
+/// but one: with the database unreachable the token's signature and claims
+/// decide, because the function behind it checks the session again (and
+/// answers 503 while it cannot).
 pub async fn authorize(
-    tokens: &Tokens,
+    app: &App,
     event: ApiGatewayV2CustomAuthorizerV2Request,
 ) -> ApiGatewayV2CustomAuthorizerSimpleResponse {
     let authorization = event
@@ -333,7 +484,7 @@ pub async fn authorize(
                 .and_then(|s| s.first().cloned())
         });
     let mut response = ApiGatewayV2CustomAuthorizerSimpleResponse::default();
-    match tokens.verify_bearer(authorization.as_deref()).await {
+    match authorized(app, authorization.as_deref()).await {
         Ok(claims) => {
             response.is_authorized = true;
             response.context = json!({ "admin_id": claims.sub, "organization_id": claims.org });
@@ -345,4 +496,23 @@ pub async fn authorize(
         }
     }
     response
+}
+
+async fn authorized(app: &App, authorization: Option<&str>) -> Result<Claims, ApiError> {
+    let claims = app.tokens()?.verify_bearer(authorization).await?;
+    let checked = async {
+        app.store()
+            .await?
+            .session_admin(object_id(&claims.sub)?, object_id(&claims.org)?, claims.ver)
+            .await
+    }
+    .await;
+    match checked {
+        Ok(_) => Ok(claims),
+        Err(err @ ApiError::Unavailable { .. }) => {
+            tracing::warn!(error = %crate::error::cause_chain(&err), "session not checked at the gateway; the function will");
+            Ok(claims)
+        }
+        Err(err) => Err(err),
+    }
 }

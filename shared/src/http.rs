@@ -34,7 +34,7 @@ pub fn json_response(status: u16, body: &impl Serialize) -> Response<Body> {
 pub fn error_response(err: &ApiError) -> Response<Body> {
     err.log();
     let mut response = json_response(err.status(), &err.body());
-    if let ApiError::TooManyRequests { retry_after } = err {
+    if let ApiError::TooManyRequests { retry_after, .. } = err {
         response
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));

@@ -248,6 +248,16 @@ impl App {
             .is_some_and(|db| db.wanted.load(Ordering::Relaxed))
     }
 
+    /// The tenant database's name, from configuration: names are checked
+    /// against it before anything connects, so a malformed name is a 422
+    /// whatever the state of the database or the secret store.
+    pub fn tenant_db(&self) -> Result<&str, ApiError> {
+        self.database
+            .as_ref()
+            .map(|db| db.cfg.tenant_db.as_str())
+            .ok_or_else(|| ApiError::internal("this function has no database"))
+    }
+
     pub fn tokens(&self) -> Result<&Tokens, ApiError> {
         self.tokens
             .as_ref()

@@ -10,10 +10,20 @@
 //!   response, so only failed messages are retried (and end in the DLQ);
 //! - the scheduled rule (`aws.events`, "Scheduled Event") flushes the outbox.
 //!
-//! A request is `{organization_name, email, password}` or, so that plaintext
-//! need not travel through queues, `{organization_name, email, password_hash}`
-//! with a bcrypt hash computed upstream. Deliveries repeat: a request whose
-//! organization already exists with the same admin email is reported as done.
+//! A request is `{organization_name, email, password_hash}` with a bcrypt hash
+//! computed upstream at a cost from the service's own to `MAX_BCRYPT_COST`.
+//! A plaintext `password` instead is accepted only where the deployment
+//! allows it (`PROVISIONING_ALLOW_PLAINTEXT`): otherwise such a message is
+//! consumed and logged, never retried into the dead-letter queue, where the
+//! password would sit readable for 14 days.
+//!
+//! Deliveries repeat, and a repeat is recognised by the request's fingerprint
+//! (SHA-256 of name, email and hash) recorded on the organization it created;
+//! a plaintext request, whose hash is salted anew each time, by its
+//! fingerprint without the hash plus a password that verifies. An
+//! organization with the same name and email that some other request created
+//! (someone registering a predictable name first over HTTP) is never adopted:
+//! the request fails with that reason and ends in the dead-letter queue.
 //! Neither password nor hash is ever logged.
 
 use lambda_http::request::LambdaRequest;
@@ -21,11 +31,11 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::LambdaEvent;
 use serde_json::{json, Value};
 
-use crate::auth::{hash_password, parse_bcrypt_hash};
+use crate::auth::{hash_password, parse_bcrypt_hash, verify_password};
 use crate::domain::{Email, OrgName, Password};
 use crate::error::{cause_chain, ApiError};
 use crate::http::JsonObject;
-use crate::store::{Finished, OrgDoc, OrgState};
+use crate::store::{Finished, NewOrganization, OrgDoc, OrgState};
 use crate::{handlers, App};
 
 /// The detail-type of a provisioning request on EventBridge.
@@ -66,6 +76,9 @@ pub enum Outcome {
     Created(Finished),
     /// The same request was delivered before: nothing to do.
     AlreadyDone(OrgDoc),
+    /// Refused for good and not worth keeping: it carried a plaintext
+    /// password where only hashes are accepted. Consumed, not retried.
+    Discarded(&'static str),
 }
 
 enum AdminSecret {
@@ -79,17 +92,28 @@ struct ProvisionRequest {
     secret: AdminSecret,
 }
 
+/// Why a plaintext request is consumed rather than dead-lettered.
+const PLAINTEXT_REFUSED: &str =
+    "plaintext password refused on an asynchronous path; send password_hash";
+
 fn parse_request(
     value: Value,
     tenant_db: &str,
-    min_cost: u32,
-) -> Result<ProvisionRequest, ApiError> {
+    app: &App,
+) -> Result<Result<ProvisionRequest, &'static str>, ApiError> {
     let body = JsonObject::from_value(value, FIELDS)?;
     let name = OrgName::parse(body.required("organization_name")?, tenant_db)?;
     let email = Email::parse(body.required("email")?)?;
     let secret = match (body.optional("password")?, body.optional("password_hash")?) {
-        (Some(p), None) => AdminSecret::Password(Password::parse(p)?),
-        (None, Some(h)) => AdminSecret::Hash(parse_bcrypt_hash(h, min_cost)?),
+        (Some(_), None) if !app.config.provisioning_plaintext => {
+            return Ok(Err(PLAINTEXT_REFUSED));
+        }
+        (Some(p), None) => AdminSecret::Password(Password::parse_new(
+            p,
+            app.config.password_min_score,
+            &[name.as_str(), email.as_str()],
+        )?),
+        (None, Some(h)) => AdminSecret::Hash(parse_bcrypt_hash(h, app.config.bcrypt_cost)?),
         _ => {
             return Err(ApiError::invalid(
                 "password",
@@ -97,36 +121,91 @@ fn parse_request(
             ))
         }
     };
-    Ok(ProvisionRequest {
+    Ok(Ok(ProvisionRequest {
         name,
         email,
         secret,
-    })
+    }))
+}
+
+impl ProvisionRequest {
+    /// What a repeated delivery of this request has in common with the first:
+    /// name, email and the upstream hash (a plaintext request has no stable
+    /// hash; its password is checked instead, see [`Self::made`]).
+    fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let credential = match &self.secret {
+            AdminSecret::Hash(h) => h.as_str(),
+            AdminSecret::Password(_) => "plaintext",
+        };
+        let digest = Sha256::digest(format!(
+            "{}\n{}\n{credential}",
+            self.name.as_str(),
+            self.email.as_str()
+        ));
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `org` (whose admin has this request's email) is what this very
+    /// request made on an earlier delivery.
+    async fn made(&self, app: &App, org: &OrgDoc) -> Result<bool, ApiError> {
+        if org.name != self.name.as_str()
+            || org.state != OrgState::Active
+            || org.provisioned.as_deref() != Some(self.fingerprint().as_str())
+        {
+            return Ok(false);
+        }
+        match &self.secret {
+            AdminSecret::Hash(_) => Ok(true),
+            AdminSecret::Password(p) => {
+                let admin = app.store().await?.find_admin(&self.email).await?;
+                let hash = admin.as_ref().map(|a| a.password_hash.as_str());
+                verify_password(p, hash, app.config.bcrypt_cost).await
+            }
+        }
+    }
+
+    /// The organization this request made before, if its admin's email
+    /// leads to one.
+    async fn made_before(&self, app: &App) -> Result<Option<OrgDoc>, ApiError> {
+        let store = app.store().await?;
+        match store.org_of_admin(&self.email).await? {
+            Some(org) if self.made(app, &org).await? => Ok(Some(org)),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Creates the organization a provisioning request asks for, or recognises it
 /// as delivered before.
 pub async fn provision(app: &App, request: Value) -> Result<Outcome, ApiError> {
-    let store = app.store().await?;
-    let req = parse_request(request, store.tenant_db(), app.config.bcrypt_cost)?;
-    let same_request =
-        |org: &OrgDoc| org.name == req.name.as_str() && org.state == OrgState::Active;
+    let req = match parse_request(request, app.tenant_db()?, app)? {
+        Ok(req) => req,
+        Err(reason) => return Ok(Outcome::Discarded(reason)),
+    };
     // A repeated delivery is recognised before any bcrypt work.
-    if let Some(org) = store.org_of_admin(&req.email).await?.filter(same_request) {
+    if let Some(org) = req.made_before(app).await? {
         return Ok(Outcome::AlreadyDone(org));
     }
-    let hash = match &req.secret {
+    let password_hash = match &req.secret {
         AdminSecret::Password(p) => hash_password(p, app.config.bcrypt_cost).await?,
         AdminSecret::Hash(h) => h.clone(),
     };
-    match store.create_org(&req.name, &req.email, hash).await {
+    let new = NewOrganization {
+        name: req.name.clone(),
+        email: req.email.clone(),
+        password_hash,
+        provisioned: Some(req.fingerprint()),
+    };
+    let store = app.store().await?;
+    match store
+        .create_org(new, app.config.limits.max_organizations)
+        .await
+    {
         Ok(done) => Ok(Outcome::Created(done)),
-        Err(
-            err @ ApiError::Conflict {
-                code: "organization_exists" | "email_taken",
-                ..
-            },
-        ) => match store.org_of_admin(&req.email).await?.filter(same_request) {
+        // Taken: by an earlier delivery of this request that finished in
+        // between (a success), or by someone else (never adopted).
+        Err(err @ ApiError::Conflict { .. }) => match req.made_before(app).await? {
             Some(org) => Ok(Outcome::AlreadyDone(org)),
             None => Err(err),
         },
@@ -141,6 +220,9 @@ fn log_outcome(source: &str, id: &str, outcome: &Result<Outcome, ApiError>) {
         }
         Ok(Outcome::AlreadyDone(org)) => {
             tracing::info!(source, id, organization_id = %org.id, "already provisioned; delivery repeated")
+        }
+        Ok(Outcome::Discarded(reason)) => {
+            tracing::error!(source, id, reason, "provisioning request discarded")
         }
         Err(e) => tracing::warn!(
             source,
@@ -189,7 +271,7 @@ pub async fn sqs_batch(app: &App, payload: Value) -> Value {
         log_outcome("sqs", &id, &outcome);
         match outcome {
             Ok(Outcome::Created(done)) => events.extend(done.event),
-            Ok(Outcome::AlreadyDone(_)) => {}
+            Ok(Outcome::AlreadyDone(_) | Outcome::Discarded(_)) => {}
             Err(_) => failures.push(json!({ "itemIdentifier": id })),
         }
     }
@@ -248,6 +330,9 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, lambd
                 }
                 Ok(Outcome::AlreadyDone(org)) => {
                     Ok(json!({ "status": "exists", "organization_id": org.id.to_hex() }))
+                }
+                Ok(Outcome::Discarded(reason)) => {
+                    Ok(json!({ "status": "discarded", "reason": reason }))
                 }
                 // An error makes Lambda retry the asynchronous invocation and
                 // then hand the event to the dead-letter queue.

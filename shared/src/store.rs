@@ -55,9 +55,18 @@ pub enum Idempotent {
     InProgress,
 }
 
-/// How failed logins are throttled. Failures are counted per email *and*
-/// source address, so an attacker elsewhere cannot lock the real admin out;
-/// and every lock is bounded, so nobody is locked out indefinitely.
+/// How failed logins are throttled (README, "Security").
+///
+/// - Per email *and* source address: after `max_failures`, that pair is
+///   locked, each further failure doubling the lock up to `max_lock`. A
+///   stranger failing from elsewhere locks only their own pair, never the
+///   real admin's.
+/// - Per email across all sources, a ceiling against guessing spread over
+///   many addresses: `per_email_max_failures` within `per_email_window` lock
+///   the email for everyone for `per_email_lock`, and the count starts again
+///   from zero. Attempts while locked are refused unread and count for
+///   nothing, so keeping a victim locked out costs the full ceiling again
+///   for every lock, never a few requests an hour.
 #[derive(Clone, Copy, Debug)]
 pub struct LoginThrottle {
     /// Failures tolerated before the first lock.
@@ -67,6 +76,11 @@ pub struct LoginThrottle {
     pub max_lock: Duration,
     /// Failures are forgotten this long after the last one (a TTL index).
     pub window: Duration,
+    /// Failures of one email from every source within `per_email_window`
+    /// that lock it.
+    pub per_email_max_failures: i64,
+    pub per_email_window: Duration,
+    pub per_email_lock: Duration,
 }
 
 impl Default for LoginThrottle {
@@ -76,6 +90,25 @@ impl Default for LoginThrottle {
             base_lock: Duration::from_secs(30),
             max_lock: Duration::from_secs(15 * 60),
             window: Duration::from_secs(15 * 60),
+            per_email_max_failures: 50,
+            per_email_window: Duration::from_secs(15 * 60),
+            per_email_lock: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// The throttling records of one login attempt: its email and source
+/// address, and its email alone.
+pub struct LoginKeys {
+    pair: String,
+    email: String,
+}
+
+impl LoginKeys {
+    pub fn new(email: &Email, source: Option<&str>) -> Self {
+        Self {
+            pair: format!("login|{}|{}", email.as_str(), source.unwrap_or("unknown")),
+            email: format!("login|{}", email.as_str()),
         }
     }
 }
@@ -166,6 +199,11 @@ pub struct OrgDoc {
     pub state: OrgState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
+    /// The fingerprint of the provisioning request that created it; none for
+    /// an organization created over HTTP. A repeated delivery is recognised
+    /// by it, never by name and email alone (which anyone can register first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned: Option<String>,
 }
 
 /// A document of `admins`.
@@ -177,6 +215,20 @@ pub struct AdminDoc {
     pub password_hash: String,
     pub organization_id: ObjectId,
     pub created_at: DateTime,
+    /// Moves on with every change of email or password; a token carries the
+    /// version it was issued at and is refused once they differ. Admins
+    /// stored before versions existed have none: version 0.
+    #[serde(default)]
+    pub token_version: i64,
+}
+
+/// What a create asks for.
+pub struct NewOrganization {
+    pub name: OrgName,
+    pub email: Email,
+    pub password_hash: String,
+    /// The provisioning request's fingerprint; none over HTTP.
+    pub provisioned: Option<String>,
 }
 
 /// An organization as clients see it. Never holds a hash or internal state.
@@ -209,12 +261,23 @@ impl From<&OrgDoc> for Organization {
 pub struct CredentialChange {
     pub email: Option<Email>,
     pub password_hash: Option<String>,
+    /// The token version of the session asking: the change applies only while
+    /// it is still the admin's, and moves it on.
+    pub token_version: i64,
 }
 
 impl CredentialChange {
     fn is_empty(&self) -> bool {
         self.email.is_none() && self.password_hash.is_none()
     }
+}
+
+/// What an update did: the rename (if any) and, when the admin's
+/// credentials changed, their new token version.
+#[derive(Debug)]
+pub struct Updated {
+    pub finished: Finished,
+    pub token_version: Option<i64>,
 }
 
 /// What a create, rename or delete did: the organization (for a delete, as
@@ -316,6 +379,20 @@ fn check_admin(org: &OrgDoc, admin_id: ObjectId) -> Result<(), ApiError> {
 
 fn email_taken() -> ApiError {
     ApiError::conflict("email_taken", "an admin with this email already exists")
+}
+
+/// One message for a token that no longer stands for a session: its admin
+/// changed credentials, was replaced, or is gone.
+const STALE_TOKEN: ApiError = ApiError::Unauthorized("invalid or expired token");
+
+/// Matches an admin document at token version `version` (0 also matches a
+/// document stored before versions existed).
+fn at_token_version(version: i64) -> mongodb::bson::Bson {
+    if version == 0 {
+        mongodb::bson::bson!({ "$in": [0_i64, mongodb::bson::Bson::Null] })
+    } else {
+        mongodb::bson::Bson::Int64(version)
+    }
 }
 
 impl Store {
@@ -581,40 +658,49 @@ impl Store {
         self.find_org(doc! { "_id": id }).await
     }
 
-    /// Refuses a login for `key` while it is locked, with how long to wait;
-    /// otherwise tells whether failures are on record (to clear on success).
+    /// Refuses a login while its email and source, or its email alone, is
+    /// locked, with how long to wait; otherwise tells whether failures of
+    /// the pair are on record (to clear on success).
     #[instrument(skip_all)]
-    pub async fn check_login_allowed(&self, key: &str) -> Result<bool, ApiError> {
-        let record = self
+    pub async fn check_login_allowed(&self, keys: &LoginKeys) -> Result<bool, ApiError> {
+        use futures_util::TryStreamExt;
+        let records: Vec<Document> = self
             .attempts
-            .find_one(doc! { "_id": key })
+            .find(doc! { "_id": { "$in": [&keys.pair, &keys.email] } })
+            .await
+            .map_err(db_error)?
+            .try_collect()
             .await
             .map_err(db_error)?;
-        let locked_until = record
-            .as_ref()
-            .and_then(|r| r.get_datetime("locked_until").ok());
-        if let Some(until) = locked_until {
-            let wait_ms = until.timestamp_millis() - DateTime::now().timestamp_millis();
-            if wait_ms > 0 {
-                return Err(ApiError::TooManyRequests {
-                    retry_after: Duration::from_millis(wait_ms as u64).max(Duration::from_secs(1)),
-                });
-            }
+        let now = DateTime::now().timestamp_millis();
+        let wait_ms = records
+            .iter()
+            .filter_map(|r| r.get_datetime("locked_until").ok())
+            .map(|until| until.timestamp_millis() - now)
+            .max()
+            .unwrap_or(0);
+        if wait_ms > 0 {
+            return Err(ApiError::TooManyRequests {
+                reason: "too many failed attempts",
+                retry_after: Duration::from_millis(wait_ms as u64).max(Duration::from_secs(1)),
+            });
         }
-        Ok(record.is_some())
+        Ok(records
+            .iter()
+            .any(|r| r.get_str("_id").ok() == Some(keys.pair.as_str())))
     }
 
-    /// Counts a failed login for `key`, locking it once failures pass the
-    /// policy's threshold.
+    /// Counts a failed login against its pair and its email, locking either
+    /// once its failures pass the policy's threshold.
     #[instrument(skip_all)]
-    pub async fn record_login_failure(&self, key: &str) -> Result<(), ApiError> {
+    pub async fn record_login_failure(&self, keys: &LoginKeys) -> Result<(), ApiError> {
         self.ensure_indexes().await?;
         let now = DateTime::now();
         let expires = later(now, self.throttle.window);
         let record = self
             .attempts
             .find_one_and_update(
-                doc! { "_id": key },
+                doc! { "_id": &keys.pair },
                 doc! { "$inc": { "failures": 1_i64 }, "$set": { "expires_at": expires } },
             )
             .upsert(true)
@@ -637,7 +723,7 @@ impl Store {
             let expires = later(until, self.throttle.window);
             self.attempts
                 .update_one(
-                    doc! { "_id": key },
+                    doc! { "_id": &keys.pair },
                     doc! { "$set": { "locked_until": until, "expires_at": expires } },
                 )
                 .await
@@ -648,26 +734,199 @@ impl Store {
                 "login locked after repeated failures"
             );
         }
+        self.record_email_failure(&keys.email, now).await
+    }
+
+    /// The per-email ceiling: failures counted in a fixed window that is
+    /// judged by its recorded end (not by when the TTL monitor deletes it),
+    /// and a lock that starts the count again from zero.
+    async fn record_email_failure(&self, key: &str, now: DateTime) -> Result<(), ApiError> {
+        let window_ends = later(now, self.throttle.per_email_window);
+        let counted = self
+            .attempts
+            .find_one_and_update(
+                doc! { "_id": key, "window_ends": { "$gt": now } },
+                doc! { "$inc": { "failures": 1_i64 } },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)?;
+        let failures = match counted {
+            Some(record) => record.get_i64("failures").unwrap_or(1),
+            None => {
+                // No window open: this failure opens one. Two failures racing
+                // here may count as one; the ceiling is a bound, not a tally.
+                self.attempts
+                    .update_one(
+                        doc! { "_id": key },
+                        doc! { "$set": {
+                            "failures": 1_i64,
+                            "window_ends": window_ends,
+                            "expires_at": window_ends,
+                        } },
+                    )
+                    .upsert(true)
+                    .await
+                    .map_err(db_error)?;
+                1
+            }
+        };
+        if failures >= self.throttle.per_email_max_failures {
+            let until = later(now, self.throttle.per_email_lock);
+            self.attempts
+                .update_one(
+                    doc! { "_id": key },
+                    doc! { "$set": {
+                        "locked_until": until,
+                        "failures": 0_i64,
+                        "window_ends": until,
+                        "expires_at": later(until, self.throttle.per_email_window),
+                    } },
+                )
+                .await
+                .map_err(db_error)?;
+            tracing::warn!(
+                failures,
+                lock_secs = self.throttle.per_email_lock.as_secs(),
+                "login locked for this email from every source"
+            );
+        }
         Ok(())
     }
 
-    /// Forgets the failures of `key` after a successful login.
-    pub async fn clear_login_failures(&self, key: &str) -> Result<(), ApiError> {
+    /// Forgets the failures of the pair after a successful login (the
+    /// email's own count stays: it measures guessing from everywhere).
+    pub async fn clear_login_failures(&self, keys: &LoginKeys) -> Result<(), ApiError> {
         self.attempts
-            .delete_one(doc! { "_id": key })
+            .delete_one(doc! { "_id": &keys.pair })
             .await
             .map_err(db_error)?;
         Ok(())
     }
 
-    /// Creates an organization, its admin and its tenant collection.
-    #[instrument(skip(self, email, password_hash), fields(organization_name = %name))]
+    /// Counts a create from `source` in the current hour, refusing it past
+    /// `limit` with how long until the next hour. The records share the
+    /// login throttle's collection and expiry.
+    #[instrument(skip_all)]
+    pub async fn count_create(&self, source: Option<&str>, limit: u64) -> Result<(), ApiError> {
+        const HOUR_MS: i64 = 3_600_000;
+        self.ensure_indexes().await?;
+        let now = DateTime::now().timestamp_millis();
+        let hour = now.div_euclid(HOUR_MS);
+        let hour_ends = DateTime::from_millis((hour + 1) * HOUR_MS);
+        let key = format!("create|{}|{hour}", source.unwrap_or("unknown"));
+        let record = self
+            .attempts
+            .find_one_and_update(
+                doc! { "_id": &key },
+                doc! { "$inc": { "count": 1_i64 }, "$setOnInsert": { "expires_at": hour_ends } },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)?;
+        let count = record
+            .as_ref()
+            .and_then(|r| r.get_i64("count").ok())
+            .unwrap_or(1);
+        if count > i64::try_from(limit).unwrap_or(i64::MAX) {
+            return Err(ApiError::TooManyRequests {
+                reason: "too many organizations created from this address",
+                retry_after: Duration::from_millis(
+                    (hour_ends.timestamp_millis() - now).max(0) as u64
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The admin a token names, if the token still stands for a session: the
+    /// admin exists, belongs to `org_id`, and is at the token's version.
+    #[instrument(skip(self), fields(organization_id = %org_id))]
+    pub async fn session_admin(
+        &self,
+        admin_id: ObjectId,
+        org_id: ObjectId,
+        token_version: i64,
+    ) -> Result<AdminDoc, ApiError> {
+        self.admins
+            .find_one(doc! { "_id": admin_id })
+            .await
+            .map_err(db_error)?
+            .filter(|a| a.organization_id == org_id && a.token_version == token_version)
+            .ok_or(STALE_TOKEN)
+    }
+
+    /// Whether admin `admin_id` is gone along with organization `org_id`, or
+    /// while a delete of it is under way: what a token of that admin may
+    /// still ask is that delete (to finish it, or to learn it is done).
+    pub async fn deleted_with_its_admin(
+        &self,
+        org_id: ObjectId,
+        admin_id: ObjectId,
+    ) -> Result<bool, ApiError> {
+        let admin = self
+            .admins
+            .find_one(doc! { "_id": admin_id })
+            .await
+            .map_err(db_error)?;
+        if admin.is_some() {
+            return Ok(false);
+        }
+        Ok(match self.find_org(doc! { "_id": org_id }).await? {
+            None => true,
+            Some(org) => org.state == OrgState::Deleting && org.admin_id == admin_id,
+        })
+    }
+
+    /// Replaces a hash that just verified by `new_hash` (same password, the
+    /// service's current cost), unless the password changed in between.
+    pub async fn rehash_password(
+        &self,
+        admin_id: ObjectId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<(), ApiError> {
+        self.admins
+            .update_one(
+                doc! { "_id": admin_id, "password_hash": old_hash },
+                doc! { "$set": { "password_hash": new_hash } },
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Creates an organization, its admin and its tenant collection, unless
+    /// `max_organizations` exist already. The cap counts every organization
+    /// in any state from the collection's metadata (no scan); creates racing
+    /// at the cap may pass it by as many as run at once.
+    #[instrument(skip(self, new), fields(organization_name = %new.name))]
     pub async fn create_org(
         &self,
-        name: &OrgName,
-        email: &Email,
-        password_hash: String,
+        new: NewOrganization,
+        max_organizations: Option<u64>,
     ) -> Result<Finished, ApiError> {
+        let NewOrganization {
+            name,
+            email,
+            password_hash,
+            provisioned,
+        } = new;
+        let name = &name;
+        if let Some(max) = max_organizations {
+            let existing = self
+                .orgs
+                .estimated_document_count()
+                .await
+                .map_err(db_error)?;
+            if existing >= max {
+                return Err(ApiError::conflict(
+                    "organization_limit_reached",
+                    format!("this service holds its maximum of {max} organizations"),
+                ));
+            }
+        }
         self.ensure_unique_indexes().await?;
         let now = DateTime::now();
         let mut pending = Pending::new(now);
@@ -683,6 +942,7 @@ impl Store {
             updated_at: now,
             state: OrgState::Creating,
             pending: Some(pending),
+            provisioned,
         };
         // The second attempt covers a holder of the name that turned out to be
         // an abandoned operation, finished (and gone) by `settle`.
@@ -702,9 +962,11 @@ impl Store {
                         .await?;
                     if let Some(holder) = holder {
                         // A create abandoned by an earlier attempt of this same
-                        // request (same name, same admin) is finished and
-                        // answered as this request's own.
+                        // request (same name, same admin, same origin: over
+                        // HTTP, or the same provisioning request) is finished
+                        // and answered as this request's own.
                         let own_retry = holder.state == OrgState::Creating
+                            && holder.provisioned == org.provisioned
                             && holder
                                 .pending
                                 .as_ref()
@@ -747,6 +1009,7 @@ impl Store {
             password_hash: hash.clone(),
             organization_id: org.id,
             created_at: org.created_at,
+            token_version: 0,
         };
         match self.admins.insert_one(&admin).await {
             Ok(_) => {}
@@ -843,15 +1106,18 @@ impl Store {
         admin_id: ObjectId,
         new_name: &OrgName,
         credentials: CredentialChange,
-    ) -> Result<Finished, ApiError> {
+    ) -> Result<Updated, ApiError> {
         let org = self.get_org_by_id(org_id).await?;
         check_admin(&org, admin_id)?;
         // The read above needs no index; what follows claims a name or an
         // email, which only the unique indexes keep single.
         self.ensure_unique_indexes().await?;
         if org.name == new_name.as_str() {
-            self.change_credentials(&org, &credentials).await?;
-            return Ok(Finished { org, event: None });
+            let token_version = self.change_credentials(&org, &credentials).await?;
+            return Ok(Updated {
+                finished: Finished { org, event: None },
+                token_version,
+            });
         }
 
         // Claim the new name and record the rename in one atomic update.
@@ -885,36 +1151,46 @@ impl Store {
         };
         failpoint::hit("rename:after_claim");
 
-        if let Err(e) = self.change_credentials(&claimed, &credentials).await {
-            // Give the new name back; the rename never started moving data.
-            self.orgs
-                .update_one(
-                    doc! { "_id": org.id, "pending.op_id": op_id },
-                    doc! {
-                        "$set": {
-                            "state": OrgState::Active.as_str(),
-                            "names": [&org.name],
-                            "updated_at": org.updated_at,
+        let token_version = match self.change_credentials(&claimed, &credentials).await {
+            Ok(version) => version,
+            Err(e) => {
+                // Give the new name back; the rename never started moving data.
+                self.orgs
+                    .update_one(
+                        doc! { "_id": org.id, "pending.op_id": op_id },
+                        doc! {
+                            "$set": {
+                                "state": OrgState::Active.as_str(),
+                                "names": [&org.name],
+                                "updated_at": org.updated_at,
+                            },
+                            "$unset": { "pending": "" },
                         },
-                        "$unset": { "pending": "" },
-                    },
-                )
-                .await
-                .map_err(db_error)?;
-            return Err(e);
-        }
+                    )
+                    .await
+                    .map_err(db_error)?;
+                return Err(e);
+            }
+        };
         failpoint::hit("rename:after_credentials");
         let (org, event) = self.finish_rename(&claimed).await?;
-        Ok(Finished { org, event })
+        Ok(Updated {
+            finished: Finished { org, event },
+            token_version,
+        })
     }
 
+    /// Applies `change` while the admin is still at the asking session's
+    /// token version, moving the version on; the new version, or none when
+    /// nothing changed. A session whose version has moved on meanwhile (a
+    /// concurrent change through another token) gets a 401.
     async fn change_credentials(
         &self,
         org: &OrgDoc,
         change: &CredentialChange,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<i64>, ApiError> {
         if change.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut set = Document::new();
         if let Some(email) = &change.email {
@@ -923,16 +1199,21 @@ impl Store {
         if let Some(hash) = &change.password_hash {
             set.insert("password_hash", hash.as_str());
         }
-        match self
+        let changed = self
             .admins
-            .update_one(
-                doc! { "_id": org.admin_id, "organization_id": org.id },
-                doc! { "$set": set },
+            .find_one_and_update(
+                doc! {
+                    "_id": org.admin_id,
+                    "organization_id": org.id,
+                    "token_version": at_token_version(change.token_version),
+                },
+                doc! { "$set": set, "$inc": { "token_version": 1_i64 } },
             )
-            .await
-        {
-            Ok(r) if r.matched_count == 1 => Ok(()),
-            Ok(_) => Err(ApiError::NotFound("admin not found".into())),
+            .return_document(ReturnDocument::After)
+            .await;
+        match changed {
+            Ok(Some(admin)) => Ok(Some(admin.token_version)),
+            Ok(None) => Err(STALE_TOKEN),
             Err(e) if is_duplicate_key(&e) => Err(email_taken()),
             Err(e) => Err(db_error(e)),
         }

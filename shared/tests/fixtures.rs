@@ -28,7 +28,7 @@ async fn each_fixture_event_gets_the_expected_status_from_its_function() {
     let token = login.body["access_token"].as_str().unwrap();
 
     let authorizer_event = serde_json::from_str(&fixture("authorizer", token)).unwrap();
-    let decision = handlers::authorize(app.tokens().unwrap(), authorizer_event).await;
+    let decision = handlers::authorize(app, authorizer_event).await;
     assert!(decision.is_authorized, "authorizer.json");
     assert_eq!(
         decision.context["organization_id"],

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use shared::aws::{self, CaBundle};
-use shared::config::{Config, Function, AWS_CA_BUNDLE, JWT_SECRET_ARN};
+use shared::config::{Config, Function, AWS_CA_BUNDLE, JWT_SECRET_ARN, MONGODB_URI};
 use shared::secrets::{SecretStore, CURRENT};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -131,6 +131,7 @@ async fn an_unusable_aws_ca_bundle_stops_the_function_at_init() {
     ] {
         let config = Config::from_lookup(Function::Authorizer, |name| match name {
             JWT_SECRET_ARN => Some("arn:aws:secretsmanager:us-east-1:1:secret:k".to_owned()),
+            MONGODB_URI => Some("mongodb://127.0.0.1:9".to_owned()),
             AWS_CA_BUNDLE => Some(path.clone()),
             _ => None,
         })

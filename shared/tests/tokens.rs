@@ -48,14 +48,6 @@ fn header() -> Value {
     json!({"alg": "HS256", "typ": "JWT", "kid": "local"})
 }
 
-fn local_tokens() -> Tokens {
-    let cfg = token_config();
-    Tokens::new(
-        KeyProvider::from_source(&cfg.key, None, cfg.key_cache_ttl).unwrap(),
-        &cfg,
-    )
-}
-
 fn authorizer_event(token: &str) -> ApiGatewayV2CustomAuthorizerV2Request {
     let raw = include_str!("../../events/authorizer.json").replace("REPLACE_WITH_TOKEN", token);
     serde_json::from_str(&raw).unwrap()
@@ -65,25 +57,32 @@ fn authorizer_event(token: &str) -> ApiGatewayV2CustomAuthorizerV2Request {
 
 #[tokio::test]
 async fn the_authorizer_allows_a_valid_token_and_passes_its_ids_on() {
-    let tokens = local_tokens();
-    let token = tokens
-        .issue("65f1c0ffee0000000000a001", "65f1c0ffee0000000000b001")
-        .await
-        .unwrap();
+    let t = TestApp::new().await;
+    let (org, token) = t.create_and_login("acme").await;
 
-    let r = handlers::authorize(&tokens, authorizer_event(&token)).await;
+    let r = handlers::authorize(&t.app, authorizer_event(&token)).await;
 
     assert!(r.is_authorized);
-    assert_eq!(r.context["organization_id"], "65f1c0ffee0000000000b001");
-    assert_eq!(r.context["admin_id"], "65f1c0ffee0000000000a001");
+    assert_eq!(r.context["organization_id"], org["organization_id"]);
+    assert_eq!(r.context["admin_id"], org["admin_id"]);
+    t.drop().await;
 }
 
 #[tokio::test]
 async fn the_authorizer_denies_expired_foreign_forged_and_tampered_tokens() {
-    let tokens = local_tokens();
+    let t = TestApp::new().await;
+    let (org, _) = t.create_and_login("acme").await;
+    // Claims of the real admin, so that only what each case changes is wrong.
+    let claims = || {
+        let mut c = claims();
+        c["sub"] = org["admin_id"].clone();
+        c["org"] = org["organization_id"].clone();
+        c
+    };
+    let app = &t.app;
     let good = forge(header(), claims(), JWT_SECRET);
     assert!(
-        handlers::authorize(&tokens, authorizer_event(&good))
+        handlers::authorize(app, authorizer_event(&good))
             .await
             .is_authorized,
         "the forging helper must be right"
@@ -173,14 +172,15 @@ async fn the_authorizer_denies_expired_foreign_forged_and_tampered_tokens() {
         ("garbage", "a.b.c".to_owned()),
     ];
     for (what, token) in cases {
-        let r = handlers::authorize(&tokens, authorizer_event(&token)).await;
+        let r = handlers::authorize(app, authorizer_event(&token)).await;
         assert!(!r.is_authorized, "{what} was authorized");
         assert_eq!(r.context, json!({}), "{what}");
     }
     let mut no_header = authorizer_event("x");
     no_header.headers.clear();
     no_header.identity_source = None;
-    assert!(!handlers::authorize(&tokens, no_header).await.is_authorized);
+    assert!(!handlers::authorize(app, no_header).await.is_authorized);
+    t.drop().await;
 }
 
 // ---------------------------------------------------------- secrets manager
@@ -238,7 +238,7 @@ async fn a_rotation_logs_nobody_out_and_new_tokens_use_the_new_key() {
     let store = SecretStore::from_env().await;
     let arn = create_secret(&store, "first-key-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").await;
     let warm = managed_tokens(&store, &arn, Duration::ZERO);
-    let before = warm.issue("a", "o").await.unwrap();
+    let before = warm.issue("a", "o", 0).await.unwrap();
 
     rotate(&store, &arn, "second-key-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").await;
 
@@ -246,7 +246,7 @@ async fn a_rotation_logs_nobody_out_and_new_tokens_use_the_new_key() {
         warm.verify(&before).await.is_ok(),
         "a warm environment still accepts the old key"
     );
-    let after = warm.issue("a", "o").await.unwrap();
+    let after = warm.issue("a", "o", 0).await.unwrap();
     assert_ne!(kid(&after), kid(&before), "new tokens name the new version");
     let cold = managed_tokens(&store, &arn, Duration::from_secs(300));
     assert!(
@@ -275,7 +275,7 @@ async fn an_unknown_kid_refreshes_at_most_once_per_interval() {
     let store = SecretStore::from_env().await;
     let arn = create_secret(&store, "first-key-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").await;
     let tokens = managed_tokens(&store, &arn, Duration::from_secs(300));
-    tokens.issue("a", "o").await.unwrap();
+    tokens.issue("a", "o", 0).await.unwrap();
     let bogus = forge(
         json!({"alg": "HS256", "typ": "JWT", "kid": "bogus"}),
         claims(),
@@ -286,7 +286,7 @@ async fn an_unknown_kid_refreshes_at_most_once_per_interval() {
     // Another environment rotates and issues with the new version right away.
     rotate(&store, &arn, "second-key-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").await;
     let other = managed_tokens(&store, &arn, Duration::from_secs(300));
-    let fresh = other.issue("a", "o").await.unwrap();
+    let fresh = other.issue("a", "o", 0).await.unwrap();
 
     // Within the interval the bogus kid already spent the refresh: a stream of
     // unknown kids costs one Secrets Manager call, not one per token.
@@ -337,12 +337,12 @@ async fn cached_keys_keep_working_while_the_secret_store_is_unreachable() {
     let arn = create_secret(&store, "first-key-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").await;
     // A zero TTL makes every call try the store first.
     let tokens = managed_tokens(&store, &arn, Duration::ZERO);
-    let token = tokens.issue("a", "o").await.unwrap();
+    let token = tokens.issue("a", "o", 0).await.unwrap();
 
     endpoint.stop();
 
     assert!(tokens.verify(&token).await.is_ok());
-    assert!(tokens.issue("a", "o").await.is_ok());
+    assert!(tokens.issue("a", "o", 0).await.is_ok());
 }
 
 #[tokio::test]
@@ -371,7 +371,7 @@ async fn a_cold_start_without_a_reachable_secret_answers_503_and_denies() {
     let del = reply(handlers::delete(&app, delete(Some(&well_formed), "acme")).await);
     assert_eq!(del.status, 503);
     assert!(
-        !handlers::authorize(app.tokens().unwrap(), authorizer_event(&well_formed))
+        !handlers::authorize(&app, authorizer_event(&well_formed))
             .await
             .is_authorized
     );

@@ -13,10 +13,9 @@ use shared::{handlers, App};
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let app = App::start(Function::Authorizer).await?;
-    let tokens = app.tokens()?;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {
-            Ok::<_, Error>(handlers::authorize(tokens, event.payload).await)
+            Ok::<_, Error>(handlers::authorize(app, event.payload).await)
         },
     ))
     .await

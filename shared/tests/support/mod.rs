@@ -16,7 +16,7 @@ use shared::store::{LoginThrottle, Store};
 use shared::{handlers, App};
 
 pub const PASSWORD: &str = "correct-horse-battery";
-pub const JWT_SECRET: &str = "test-signing-key-0123456789";
+pub const JWT_SECRET: &str = "test-signing-key-0123456789-abcdefghijkl";
 
 pub fn mongodb_uri() -> String {
     std::env::var("MONGODB_URI")
@@ -106,6 +106,17 @@ impl TestApp {
         t
     }
 
+    /// A test app whose configuration `tweak` changes (limits, policies).
+    pub async fn configured(tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut t = Self::new().await;
+        let mut config = t.app.config.clone();
+        tweak(&mut config);
+        let dbc = config.database.clone().unwrap();
+        let store = Store::connect(&dbc, &mongodb_uri()).await.unwrap();
+        t.app = App::with_store(config, store, Some(test_tokens()));
+        t
+    }
+
     /// A test app on the server at `uri`.
     pub async fn on(uri: &str, tweak: impl FnOnce(&mut DatabaseConfig)) -> Self {
         let uri = uri.to_owned();
@@ -117,6 +128,13 @@ impl TestApp {
             database: Some(dbc.clone()),
             tokens: Some(token_config()),
             bcrypt_cost: 4,
+            password_min_score: shared::config::DEFAULT_PASSWORD_MIN_SCORE,
+            // Off here, as in `make test`'s local API: every test request
+            // comes from one address. The limit tests turn them on.
+            limits: shared::config::Limits::default(),
+            provisioning_plaintext: false,
+            credential_change_max_token_age:
+                shared::config::DEFAULT_CREDENTIAL_CHANGE_MAX_TOKEN_AGE,
             event_bus: None,
             aws_ca_bundle: None,
         };
