@@ -23,7 +23,7 @@ use shared::aws_lambda_events::eventbridge::EventBridgeEvent;
 use shared::aws_lambda_events::sqs::SqsEvent;
 use shared::config::{
     Config, Function, Section, EVENT_BUS_NAME, JWT_SECRET_ARN, LOCAL_ONLY_VARS,
-    MONGODB_URI_SECRET_ARN, OPERATION_LEASE_SECS,
+    MONGODB_URI_SECRET_ARN, OPERATION_LEASE_SECS, PROVISIONING_ALLOW_PLAINTEXT,
 };
 use shared::lambda_http::request::RequestContext;
 use shared::lambda_http::RequestExt;
@@ -47,6 +47,7 @@ const HTTP_API: &str = "HttpApi";
 const READ_SECRET: &str = "secretsmanager:GetSecretValue";
 const PUT_EVENTS: &str = "events:PutEvents";
 const EVENT_BUS: &str = "AWS::Events::EventBus";
+const EVENT_BUS_POLICY: &str = "AWS::Events::EventBusPolicy";
 const SQS_QUEUE: &str = "AWS::SQS::Queue";
 const PROVISIONING_QUEUE: &str = "ProvisioningQueue";
 const DEAD_LETTER_QUEUE: &str = "ProvisioningDeadLetterQueue";
@@ -717,13 +718,20 @@ fn only_create_rename_and_delete_may_put_events_and_only_on_the_service_bus() {
     let buses = resources_of_type(&t, EVENT_BUS);
     assert_eq!(buses.len(), 1, "one event bus: {buses:?}");
     let (bus, bus_resource) = buses[0];
-    // A resource policy would let principals outside this account put
-    // events, provisioning requests among them.
+    // An Allow in the bus's resource policy would let principals outside
+    // this account put events, provisioning requests among them: it only
+    // denies (what it denies: the next tests).
     assert!(
-        at(bus_resource, &["Properties", "Policy"]).is_null()
-            && resources_of_type(&t, "AWS::Events::EventBusPolicy").is_empty(),
-        "{bus} has no resource policy"
+        at(bus_resource, &["Properties", "Policy"]).is_null(),
+        "{bus}: its policy is written as EventBusPolicy resources"
     );
+    for (id, policy) in resources_of_type(&t, EVENT_BUS_POLICY) {
+        assert_eq!(
+            at(policy, &["Properties", "Statement", "Effect"]).as_str(),
+            Some("Deny"),
+            "{id} may only deny"
+        );
+    }
     let on_the_bus = BTreeSet::from([(PUT_EVENTS.to_owned(), format!("{bus}.Arn"))]);
     for f in Function::ALL {
         let put: BTreeSet<(String, String)> = grants(&t, f)
@@ -1431,16 +1439,189 @@ fn assert_no_resources_of_types(t: &Value, types: &[&str]) {
     }
 }
 
-/// How many IAM statements anywhere under `v` grant an action `wanted` accepts.
+/// How many IAM statements anywhere under `v` grant (allow) an action
+/// `wanted` accepts.
 fn statements_granting(v: &Value, wanted: impl Fn(&str) -> bool) -> usize {
     let mut found = Vec::new();
     statements(v, &mut found);
     found
         .iter()
+        .filter(|s| at(s, &["Effect"]).as_str() == Some("Allow"))
         .filter(|s| {
             one_or_many(at(s, &["Action"]))
                 .iter()
                 .any(|a| a.as_str().is_some_and(&wanted))
         })
         .count()
+}
+
+/// The role SAM generates for function `f`, as `!GetAtt` names it.
+fn role_arn(f: Function) -> String {
+    format!("{}Role.Arn", logical_id(f))
+}
+
+/// The `!GetAtt` targets (and `!If` branches' `!Ref`s, as `If:X`) listed in
+/// a statement's `ArnNotEquals: {aws:PrincipalArn: [...]}`.
+fn exempt_principals(statement: &Value) -> BTreeSet<String> {
+    one_or_many(at(
+        statement,
+        &["Condition", "ArnNotEquals", "aws:PrincipalArn"],
+    ))
+    .iter()
+    .map(|v| {
+        get_att(v).unwrap_or_else(|| match intrinsic(v) {
+            Some((name, Value::Sequence(branches))) if name == "If" => {
+                let chosen = ref_target(&branches[1]).unwrap_or_default();
+                format!("If:{chosen}")
+            }
+            _ => panic!("a principal by !GetAtt or !If: {v:?}"),
+        })
+    })
+    .collect()
+}
+
+/// The statement of the bus policy whose Condition has `key` equal to `value`.
+fn bus_policy_with<'a>(t: &'a Value, key: &str, value: &str) -> &'a Value {
+    let found: Vec<&Value> = resources_of_type(t, EVENT_BUS_POLICY)
+        .into_iter()
+        .map(|(_, p)| at(p, &["Properties", "Statement"]))
+        .filter(|s| at(s, &["Condition", "StringEquals", key]).as_str() == Some(value))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one bus policy statement on {key} = {value}"
+    );
+    found[0]
+}
+
+#[test]
+fn only_the_publishing_functions_may_speak_as_the_service_on_its_bus() {
+    let t = template();
+    let bus = format!("{}.Arn", the_bus(&t));
+
+    // Each grant is for the service's own source only...
+    for f in PUBLISHERS {
+        let mut found = Vec::new();
+        statements(
+            at(function_resource(&t, f), &["Properties", "Policies"]),
+            &mut found,
+        );
+        for s in found
+            .iter()
+            .filter(|s| at(s, &["Action"]).as_str() == Some(PUT_EVENTS))
+        {
+            assert_eq!(
+                at(s, &["Condition", "StringEquals", "events:source"]).as_str(),
+                Some(shared::events::SOURCE),
+                "{}: PutEvents only as the service's source: {s:?}",
+                f.name()
+            );
+        }
+    }
+    // ...and the bus refuses that source from every other principal.
+    let own = bus_policy_with(&t, "events:source", shared::events::SOURCE);
+    assert_eq!(at(own, &["Effect"]).as_str(), Some("Deny"));
+    assert_eq!(at(own, &["Principal"]).as_str(), Some("*"));
+    assert_eq!(at(own, &["Action"]).as_str(), Some(PUT_EVENTS));
+    assert_eq!(get_att(at(own, &["Resource"])), Some(bus));
+    let publishers: BTreeSet<String> = PUBLISHERS.iter().map(|f| role_arn(*f)).collect();
+    assert_eq!(exempt_principals(own), publishers);
+}
+
+#[test]
+fn only_the_listed_sources_provision_and_plaintext_only_where_allowed() {
+    let t = template();
+    let (_, rule) = create_event(&t, "EventBridgeRule");
+    let sources = ref_target(at(rule, &["Pattern", "source"])).expect("source: !Ref a parameter");
+    assert_eq!(
+        at(&t, &["Parameters", sources, "Type"]).as_str(),
+        Some("CommaDelimitedList"),
+        "{sources}"
+    );
+
+    // The bus refuses a provisioning request from any other source.
+    let provisioning = bus_policy_with(&t, "events:detail-type", DETAIL_TYPE);
+    assert_eq!(at(provisioning, &["Effect"]).as_str(), Some("Deny"));
+    assert_eq!(at(provisioning, &["Principal"]).as_str(), Some("*"));
+    assert_eq!(
+        ref_target(at(
+            provisioning,
+            &["Condition", "StringNotEquals", "events:source"]
+        )),
+        Some(sources)
+    );
+
+    // Plaintext: off by default, and then filtered out before the function.
+    let flag = environment(&t, Function::Create)
+        .get(PROVISIONING_ALLOW_PLAINTEXT)
+        .and_then(ref_target)
+        .map(str::to_owned)
+        .expect("the create function reads the plaintext flag from a parameter");
+    assert_eq!(
+        at(&t, &["Parameters", &flag, "Default"]).as_str(),
+        Some("false")
+    );
+    let Some((name, Value::Sequence(branches))) = intrinsic(at(rule, &["Pattern", "detail"]))
+    else {
+        panic!("the rule's detail pattern is an !If on the plaintext flag");
+    };
+    assert_eq!(name, "If");
+    let condition = at(
+        &t,
+        &["Conditions", string(&branches[0], "a condition name")],
+    );
+    let Some((equals, Value::Sequence(operands))) = intrinsic(condition) else {
+        panic!("the condition is !Equals");
+    };
+    assert_eq!(equals, "Equals");
+    assert_eq!(ref_target(&operands[0]), Some(flag.as_str()));
+    assert_eq!(operands[1].as_str(), Some("true"));
+    assert_eq!(ref_target(&branches[1]), Some("AWS::NoValue"));
+    assert_eq!(
+        at(&branches[2], &["password"]),
+        &serde_yaml::from_str::<Value>("[{exists: false}]").unwrap(),
+        "without plaintext, an event with a password matches nothing"
+    );
+}
+
+#[test]
+fn only_the_functions_that_sign_or_verify_tokens_may_read_the_signing_key() {
+    let t = template();
+    let policies = resources_of_type(&t, "AWS::SecretsManager::ResourcePolicy");
+    let (_, policy) = policies
+        .iter()
+        .find(|(_, p)| ref_target(at(p, &["Properties", "SecretId"])) == Some("JwtSigningKey"))
+        .expect("the signing key has a resource policy");
+    let mut found = Vec::new();
+    statements(at(policy, &["Properties", "ResourcePolicy"]), &mut found);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let deny = &found[0];
+
+    assert_eq!(at(deny, &["Effect"]).as_str(), Some("Deny"));
+    assert_eq!(at(deny, &["Principal"]).as_str(), Some("*"));
+    assert_eq!(at(deny, &["Action"]).as_str(), Some(READ_SECRET));
+    let mut readers: BTreeSet<String> = Function::ALL
+        .into_iter()
+        .filter(|f| environment(&t, *f).contains_key(JWT_SECRET_ARN))
+        .map(role_arn)
+        .collect();
+    readers.insert("If:SigningKeyAdminRoleArn".to_owned());
+    assert_eq!(exempt_principals(deny), readers);
+    assert_eq!(
+        at(&t, &["Parameters", "SigningKeyAdminRoleArn", "Default"]).as_str(),
+        Some(""),
+        "no administrator unless one is named"
+    );
+}
+
+#[test]
+fn the_template_allows_no_bcrypt_cost_above_what_the_service_verifies() {
+    let t = template();
+    let env = environment(&t, Function::Login);
+    let parameter = ref_target(&env["BCRYPT_COST"]).expect("BCRYPT_COST is a parameter");
+    assert_eq!(
+        at(&t, &["Parameters", parameter, "MaxValue"]).as_u64(),
+        Some(u64::from(shared::config::MAX_BCRYPT_COST))
+    );
 }
