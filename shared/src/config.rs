@@ -125,11 +125,15 @@ pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
 /// built-in Amazon Trust Services roots (an emulator or proxy with its own
 /// CA); the name the other AWS SDKs and the CLI use.
 pub const AWS_CA_BUNDLE: &str = "AWS_CA_BUNDLE";
+/// One endpoint for every AWS client (a local emulator); the standard name,
+/// read here so that the empty value the template declares means unset.
+pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 
 /// Variables meant for local runs only: a deployment sets the Secrets
-/// Manager counterparts of the first two, and AWS endpoints need no CA
-/// beyond the built-in ones.
-pub const LOCAL_ONLY_VARS: &[&str] = &[MONGODB_URI, JWT_SECRET, AWS_CA_BUNDLE];
+/// Manager counterparts of the first two, and reaches AWS at its own
+/// endpoints with the built-in CAs. The template declares each of them empty
+/// (an empty value is unset), so that `sam local --env-vars` can fill them.
+pub const LOCAL_ONLY_VARS: &[&str] = &[MONGODB_URI, JWT_SECRET, AWS_CA_BUNDLE, AWS_ENDPOINT_URL];
 
 impl Section {
     pub fn vars(self) -> &'static [&'static str] {
@@ -153,7 +157,7 @@ impl Section {
             Section::Passwords => &[BCRYPT_COST],
             Section::Logging => &[RUST_LOG],
             Section::Events => &[EVENT_BUS_NAME],
-            Section::Aws => &[AWS_CA_BUNDLE],
+            Section::Aws => &[AWS_CA_BUNDLE, AWS_ENDPOINT_URL],
         }
     }
 }
@@ -224,6 +228,8 @@ pub struct Config {
     pub event_bus: Option<String>,
     /// The path of extra certificate authorities for the AWS clients.
     pub aws_ca_bundle: Option<String>,
+    /// The endpoint of every AWS client, when not AWS's own.
+    pub aws_endpoint_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -313,10 +319,10 @@ impl Config {
             None
         };
 
-        let aws_ca_bundle = if sections.contains(&Section::Aws) {
-            var(AWS_CA_BUNDLE)
+        let (aws_ca_bundle, aws_endpoint_url) = if sections.contains(&Section::Aws) {
+            (var(AWS_CA_BUNDLE), var(AWS_ENDPOINT_URL))
         } else {
-            None
+            (None, None)
         };
 
         Ok(Self {
@@ -326,6 +332,7 @@ impl Config {
             bcrypt_cost,
             event_bus,
             aws_ca_bundle,
+            aws_endpoint_url,
         })
     }
 

@@ -119,6 +119,7 @@ impl TestApp {
             bcrypt_cost: 4,
             event_bus: None,
             aws_ca_bundle: None,
+            aws_endpoint_url: None,
         };
         let store = Store::connect(&dbc, &uri).await.expect("connect");
         let client = store.client().clone();
