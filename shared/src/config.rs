@@ -125,15 +125,24 @@ pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
 /// built-in Amazon Trust Services roots (an emulator or proxy with its own
 /// CA); the name the other AWS SDKs and the CLI use.
 pub const AWS_CA_BUNDLE: &str = "AWS_CA_BUNDLE";
-/// One endpoint for every AWS client (a local emulator); the standard name,
-/// read here so that the empty value the template declares means unset.
-pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
+/// One endpoint for every AWS client, for local runs (an emulator such as
+/// moto). Not the SDK's standard `AWS_ENDPOINT_URL`: the template declares
+/// local-only variables empty, and the SDK's per-service lookup takes an
+/// empty `AWS_ENDPOINT_URL` as the endpoint itself, which would break every
+/// deployed call. This one is read here, empty as unset, and handed to the
+/// SDK only when set.
+pub const LOCAL_AWS_ENDPOINT_URL: &str = "LOCAL_AWS_ENDPOINT_URL";
 
 /// Variables meant for local runs only: a deployment sets the Secrets
 /// Manager counterparts of the first two, and reaches AWS at its own
 /// endpoints with the built-in CAs. The template declares each of them empty
 /// (an empty value is unset), so that `sam local --env-vars` can fill them.
-pub const LOCAL_ONLY_VARS: &[&str] = &[MONGODB_URI, JWT_SECRET, AWS_CA_BUNDLE, AWS_ENDPOINT_URL];
+pub const LOCAL_ONLY_VARS: &[&str] = &[
+    MONGODB_URI,
+    JWT_SECRET,
+    AWS_CA_BUNDLE,
+    LOCAL_AWS_ENDPOINT_URL,
+];
 
 impl Section {
     pub fn vars(self) -> &'static [&'static str] {
@@ -157,7 +166,7 @@ impl Section {
             Section::Passwords => &[BCRYPT_COST],
             Section::Logging => &[RUST_LOG],
             Section::Events => &[EVENT_BUS_NAME],
-            Section::Aws => &[AWS_CA_BUNDLE, AWS_ENDPOINT_URL],
+            Section::Aws => &[AWS_CA_BUNDLE, LOCAL_AWS_ENDPOINT_URL],
         }
     }
 }
@@ -320,7 +329,7 @@ impl Config {
         };
 
         let (aws_ca_bundle, aws_endpoint_url) = if sections.contains(&Section::Aws) {
-            (var(AWS_CA_BUNDLE), var(AWS_ENDPOINT_URL))
+            (var(AWS_CA_BUNDLE), var(LOCAL_AWS_ENDPOINT_URL))
         } else {
             (None, None)
         };

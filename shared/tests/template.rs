@@ -504,6 +504,24 @@ fn local_only_variables_are_declared_empty_and_every_other_one_comes_from_the_st
 }
 
 #[test]
+fn no_function_declares_the_sdks_own_endpoint_variables() {
+    let t = template();
+
+    // The SDK takes `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_<SERVICE>`) as
+    // the endpoint even when it is empty: declared empty for local runs, it
+    // would send every deployed call nowhere.
+    for f in Function::ALL {
+        for name in environment(&t, f).into_keys() {
+            assert!(
+                !name.starts_with("AWS_ENDPOINT_URL"),
+                "{}: {name}; local runs use LOCAL_AWS_ENDPOINT_URL",
+                f.name()
+            );
+        }
+    }
+}
+
+#[test]
 fn functions_deploy_on_arm64_unless_the_architecture_parameter_says_otherwise() {
     let t = template();
 
