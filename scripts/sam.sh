@@ -138,7 +138,7 @@ sam_build() {
   CARGO_TARGET_DIR="$ROOT/target/sam" \
     CARGO_PROFILE_RELEASE_LTO=false \
     CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-    sam build --parameter-overrides "$PARAMETERS" >"$STATE/sam-build.log" 2>&1 ||
+    sam build --no-cached --parameter-overrides "$PARAMETERS" >"$STATE/sam-build.log" 2>&1 ||
     { tail -40 "$STATE/sam-build.log" >&2; log "sam build failed (log: .local/sam-build.log)"; exit 1; }
   log "sam build took $((SECONDS - started)) s"
 }
@@ -248,6 +248,9 @@ for name in sys.argv[2:]:
 params["MONGODB_URI"] = os.environ["CONTAINER_MONGODB_URI"]
 params["LOCAL_AWS_ENDPOINT_URL"] = os.environ["CONTAINER_AWS_ENDPOINT_URL"]
 params["EVENT_BUS_NAME"] = "OrgEventBus"
+# SAM lets the shell environment fill declared variables: keep this
+# machine's own CA bundle path (not in the image) out.
+params["AWS_CA_BUNDLE"] = ""
 json.dump(env, sys.stdout, indent=2)
 PY
 )
