@@ -1,5 +1,5 @@
 # The two commands of the README, plus the checks they are built from.
-.PHONY: run test bench lint package
+.PHONY: run test bench lint package sam-api sam-test
 
 ## Serve every route on http://127.0.0.1:$${PORT:-3000} (Ctrl-C stops).
 run:
@@ -21,3 +21,13 @@ bench:
 ## Release build of every function as a Lambda zip, with their sizes.
 package:
 	bash scripts/package.sh
+
+## The functions as template.yaml wires them, under SAM CLI's local gateway
+## in Docker, on http://127.0.0.1:$${PORT:-3000} (Ctrl-C stops everything).
+sam-api:
+	bash scripts/sam.sh api
+
+## sam local invoke of every function with every fixture, and the contract
+## through sam local start-api (needs Docker; not part of test).
+sam-test:
+	bash scripts/sam.sh test

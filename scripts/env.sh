@@ -73,24 +73,35 @@ wait_for_port() { # port seconds what
 }
 
 # Starts SecantusDB unless MONGODB_URI is already given; exports MONGODB_URI.
-start_mongo() {
+# With a directory, the data lives there and outlives the run; without, in a
+# temporary one removed at the end.
+start_mongo() { # [data-dir]
   if [ -n "${MONGODB_URI:-}" ]; then
     log "using the MongoDB given in MONGODB_URI"
     return
   fi
   ensure_secantus
-  local port dir
+  local port dir data server_log
   port=$(free_port)
-  dir=$(mktemp -d "$STATE/mongo.XXXXXX")
-  secantusd-rs --host 127.0.0.1 --port "$port" --storage-path "$dir/data" \
-    --cache-size 256M --log-file-max 16MB >"$dir/server.log" 2>&1 &
+  if [ -n "${1:-}" ]; then
+    dir="$1"
+    data="$1"
+    server_log="$1.log"
+  else
+    dir=$(mktemp -d "$STATE/mongo.XXXXXX")
+    data="$dir/data"
+    server_log="$dir/server.log"
+    CLEANUP_DIRS+=("$dir")
+  fi
+  mkdir -p "$data"
+  secantusd-rs --host 127.0.0.1 --port "$port" --storage-path "$data" \
+    --cache-size 256M --log-file-max 16MB >"$server_log" 2>&1 &
   STARTED_PIDS+=("$!")
   MONGO_PID=$!
-  wait_for_port "$port" 30 "secantusd-rs" || { cat "$dir/server.log" >&2; return 1; }
+  wait_for_port "$port" 30 "secantusd-rs" || { cat "$server_log" >&2; return 1; }
   export MONGODB_URI="mongodb://127.0.0.1:$port/?directConnection=true"
   export MONGO_DIR="$dir"
-  CLEANUP_DIRS+=("$dir")
-  log "SecantusDB (secantusd-rs) pid $MONGO_PID on port $port, data in $dir"
+  log "SecantusDB (secantusd-rs) pid $MONGO_PID on port $port, data in ${dir#"$ROOT/"}"
 }
 
 # Starts a local AWS endpoint (moto) for Secrets Manager and EventBridge.
@@ -106,21 +117,27 @@ start_moto() {
   log "moto (local AWS endpoint) pid ${STARTED_PIDS[-1]} on port $port"
 }
 
-# Serves the contract's routes with `cargo lambda watch`, each route handled by
-# its function's binary. Exports ORG_API_URL.
-start_local_api() { # port
+# The variables `make run`, `make test` and `make sam-api` pass from their
+# own environment to every function, when set. Values travel only through
+# the environment, never on a command line, where `ps` would show them.
+LOCAL_API_VARS=(
+  MONGODB_URI MASTER_DB TENANT_DB JWT_SECRET BCRYPT_COST RUST_LOG
+  MAX_ORGANIZATIONS CREATE_LIMIT_PER_SOURCE_PER_HOUR
+)
+
+# Serves the contract's routes with the local front (local-api/): each route
+# by its function's own binary (target/debug) under a Lambda Runtime API, the
+# request turned into the gateway's event. Exports ORG_API_URL.
+start_local_api() { # port [extra variable names passed on]
   local port=$1
-  cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$port" \
-    --env-var "MONGODB_URI=$MONGODB_URI" \
-    --env-var "MASTER_DB=${MASTER_DB:-master_org_db}" \
-    --env-var "JWT_SECRET=${JWT_SECRET}" \
-    --env-var "BCRYPT_COST=${BCRYPT_COST:-12}" \
-    --env-var "CREATE_LIMIT_PER_SOURCE_PER_HOUR=${CREATE_LIMIT_PER_SOURCE_PER_HOUR:-20}" \
-    --env-var "MAX_ORGANIZATIONS=${MAX_ORGANIZATIONS:-10000}" \
-    --env-var "RUST_LOG=${RUST_LOG:-info}" \
+  shift
+  local names
+  names="$(IFS=,; echo "${LOCAL_API_VARS[*]}${*:+,$*}")"
+  "$ROOT/target/debug/local-api" --manifest "$ROOT/Cargo.toml" --bin-dir "$ROOT/target/debug" \
+    --host 127.0.0.1 --port "$port" --pass "${names// /,}" \
     >"$STATE/api.log" 2>&1 &
   STARTED_PIDS+=("$!")
   API_PID=$!
-  wait_for_port "$port" 300 "cargo lambda watch" || { tail -50 "$STATE/api.log" >&2; return 1; }
+  wait_for_port "$port" 60 "the local API" || { tail -50 "$STATE/api.log" >&2; return 1; }
   export ORG_API_URL="http://127.0.0.1:$port"
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: serves every route of the contract on http://127.0.0.1:${PORT:-3000}
-# through the functions' own binaries under `cargo lambda watch` (the Lambda
-# runtime emulator), against MONGODB_URI or a SecantusDB it starts itself.
-# Foreground; Ctrl-C stops everything it started.
+# through the functions' own binaries under a local Lambda Runtime API
+# (local-api/), against MONGODB_URI or a SecantusDB it starts itself. The
+# variables of LOCAL_API_VARS (scripts/env.sh) pass through from this
+# environment. Foreground; Ctrl-C stops everything it started.
 source "$(dirname "$0")/env.sh"
 
 PORT="${PORT:-3000}"
@@ -16,18 +17,8 @@ export JWT_SECRET
 ensure_venv
 trap 'stop_started' EXIT
 trap 'exit 130' INT TERM
-if [ -z "${MONGODB_URI:-}" ]; then
-  # Local data survives restarts of `make run`.
-  ensure_secantus
-  port=$(free_port)
-  mkdir -p "$STATE/run-data"
-  secantusd-rs --host 127.0.0.1 --port "$port" --storage-path "$STATE/run-data" \
-    --cache-size 256M --log-file-max 16MB >"$STATE/run-mongo.log" 2>&1 &
-  STARTED_PIDS+=("$!")
-  wait_for_port "$port" 30 secantusd-rs
-  export MONGODB_URI="mongodb://127.0.0.1:$port/?directConnection=true"
-  log "SecantusDB pid ${STARTED_PIDS[-1]} on port $port, data in .local/run-data"
-fi
+# Local data survives restarts of `make run`.
+start_mongo "$STATE/run-data"
 
 log "building the functions"
 cargo build --workspace --bins --quiet

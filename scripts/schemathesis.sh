@@ -27,9 +27,9 @@ python="$(dirname "$(command -v st)")/python3"
 rm -rf "$REPORT_DIR"
 mkdir -p "$REPORT_DIR"
 
-# `cargo lambda watch` starts each function on its first request (a `cargo
-# run`, which may wait for the build lock): wake all five with requests that
-# change nothing, so that no start-up time lands on the fuzzer's calls.
+# The local API starts each function's process on its first request: wake
+# all five with requests that change nothing, so that no start-up time lands
+# on the fuzzer's calls.
 warm() { # method path body expected-status
   local code body
   body="$(mktemp)"
@@ -75,37 +75,13 @@ token="$(post /admin/login "{\"email\":\"$email\",\"password\":\"$password\"}" 2
   python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')"
 log "schemathesis against $ORG_API_URL: organization $org, at most $MAX_EXAMPLES examples per operation and phase, seed $SEED"
 
-# The local emulator (`cargo lambda watch`) answers 500 itself, before any
-# function runs, to two kinds of request it cannot turn into an API Gateway
-# event: a JSON-typed body that is not UTF-8, and a header value that is not
-# ASCII. The functions answer such bodies with 400 (shared/tests/openapi.rs
-# checks it); so the fuzzer's raw-byte bodies are sent as their lossy UTF-8
-# decoding (still not JSON), and a generated header value with non-ASCII
-# characters with spaces in their place, in angle brackets (still not a valid
-# Idempotency-Key), so that both reach the function.
-hooks="$REPORT_DIR/hooks.py"
-cat >"$hooks" <<'PY'
-import schemathesis
-
-
-@schemathesis.hook
-def before_call(context, case, kwargs):
-    if isinstance(case.body, (bytes, bytearray)):
-        case.body = bytes(case.body).decode("utf-8", "replace").encode("utf-8")
-    for name, value in list((case.headers or {}).items()):
-        if isinstance(value, str) and not value.isascii():
-            spaced = "".join(c if c.isascii() else " " for c in value)
-            # A header value may not start or end with whitespace.
-            case.headers[name] = f"<{spaced}>"
-PY
-
 # One worker: with two, hypothesis sometimes parses its own lambdas from two
 # threads at once, which this Python (3.11.7; fixed in 3.11.8) can fail with
 # "SystemError: AST constructor recursion depth mismatch".
 # From the report directory: st keeps a cache (.schemathesis/) where it runs.
 started=$SECONDS
 status=0
-(cd "$REPORT_DIR" && SCHEMATHESIS_HOOKS="$hooks" st run "$ROOT/openapi.yaml" \
+(cd "$REPORT_DIR" && st run "$ROOT/openapi.yaml" \
   --url "$ORG_API_URL" \
   --header "Authorization: Bearer $token" \
   --phases examples,coverage,fuzzing \

@@ -20,11 +20,15 @@ cfn-lint template.yaml
 start_mongo
 start_moto
 
-log "local API (cargo lambda watch) for the HTTP flow test"
-cargo build --workspace --bins --quiet
+log "local API (local-api/) for the HTTP flow test and schemathesis"
+# With the failpoints feature, as `cargo test` builds the workspace below:
+# one build of `shared` serves both, and local-api's tests find functions
+# that can be paused mid-operation.
+cargo build --workspace --bins --features shared/failpoints --quiet
 export E2E_MASTER_DB="e2e_$(date +%s)_$$"
-MASTER_DB="$E2E_MASTER_DB" JWT_SECRET="e2e-$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')" \
-  BCRYPT_COST=4 CREATE_LIMIT_PER_SOURCE_PER_HOUR=0 start_local_api "$(free_port)"
+# Every request comes from 127.0.0.1: no per-source creation limit.
+MASTER_DB="$E2E_MASTER_DB" JWT_SECRET="e2e-$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')" BCRYPT_COST=4 \
+  CREATE_LIMIT_PER_SOURCE_PER_HOUR=0 start_local_api "$(free_port)"
 
 log "cargo test"
 cargo test --workspace --features shared/failpoints 2>&1 | tee "$STATE/cargo-test.log"

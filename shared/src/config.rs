@@ -165,11 +165,24 @@ pub const CREDENTIAL_CHANGE_MAX_TOKEN_AGE_SECS: &str = "CREDENTIAL_CHANGE_MAX_TO
 /// built-in Amazon Trust Services roots (an emulator or proxy with its own
 /// CA); the name the other AWS SDKs and the CLI use.
 pub const AWS_CA_BUNDLE: &str = "AWS_CA_BUNDLE";
+/// One endpoint for every AWS client, for local runs (an emulator such as
+/// moto). Not the SDK's standard `AWS_ENDPOINT_URL`: the template declares
+/// local-only variables empty, and the SDK's per-service lookup takes an
+/// empty `AWS_ENDPOINT_URL` as the endpoint itself, which would break every
+/// deployed call. This one is read here, empty as unset, and handed to the
+/// SDK only when set.
+pub const LOCAL_AWS_ENDPOINT_URL: &str = "LOCAL_AWS_ENDPOINT_URL";
 
 /// Variables meant for local runs only: a deployment sets the Secrets
-/// Manager counterparts of the first two, and AWS endpoints need no CA
-/// beyond the built-in ones.
-pub const LOCAL_ONLY_VARS: &[&str] = &[MONGODB_URI, JWT_SECRET, AWS_CA_BUNDLE];
+/// Manager counterparts of the first two, and reaches AWS at its own
+/// endpoints with the built-in CAs. The template declares each of them empty
+/// (an empty value is unset), so that `sam local --env-vars` can fill them.
+pub const LOCAL_ONLY_VARS: &[&str] = &[
+    MONGODB_URI,
+    JWT_SECRET,
+    AWS_CA_BUNDLE,
+    LOCAL_AWS_ENDPOINT_URL,
+];
 
 impl Section {
     pub fn vars(self) -> &'static [&'static str] {
@@ -193,7 +206,7 @@ impl Section {
             Section::Passwords => &[BCRYPT_COST],
             Section::Logging => &[RUST_LOG],
             Section::Events => &[EVENT_BUS_NAME],
-            Section::Aws => &[AWS_CA_BUNDLE],
+            Section::Aws => &[AWS_CA_BUNDLE, LOCAL_AWS_ENDPOINT_URL],
             Section::PasswordPolicy => &[PASSWORD_MIN_SCORE],
             Section::Limits => &[MAX_ORGANIZATIONS, CREATE_LIMIT_PER_SOURCE_PER_HOUR],
             Section::Provisioning => &[PROVISIONING_ALLOW_PLAINTEXT],
@@ -285,6 +298,8 @@ pub struct Config {
     pub event_bus: Option<String>,
     /// The path of extra certificate authorities for the AWS clients.
     pub aws_ca_bundle: Option<String>,
+    /// The endpoint of every AWS client, when not AWS's own.
+    pub aws_endpoint_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -443,10 +458,10 @@ impl Config {
             None
         };
 
-        let aws_ca_bundle = if sections.contains(&Section::Aws) {
-            var(AWS_CA_BUNDLE)
+        let (aws_ca_bundle, aws_endpoint_url) = if sections.contains(&Section::Aws) {
+            (var(AWS_CA_BUNDLE), var(LOCAL_AWS_ENDPOINT_URL))
         } else {
-            None
+            (None, None)
         };
 
         Ok(Self {
@@ -460,6 +475,7 @@ impl Config {
             credential_change_max_token_age,
             event_bus,
             aws_ca_bundle,
+            aws_endpoint_url,
         })
     }
 

@@ -109,7 +109,7 @@ impl App {
                 ),
                 None => None,
             };
-            Some(aws::load_trusting(None, extra_roots.as_ref()).await)
+            Some(aws::load_trusting(config.aws_endpoint_url.as_deref(), extra_roots.as_ref()).await)
         } else {
             None
         };

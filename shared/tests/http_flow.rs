@@ -1,5 +1,5 @@
 //! The full flow over HTTP against the local API that `make run` serves
-//! (`cargo lambda watch` running the functions' own binaries): create, login,
+//! (`local-api` running the functions' own binaries): create, login,
 //! rename, delete, with the database checked after each step. `make test`
 //! starts that API and names it in `ORG_API_URL`, and its master database in
 //! `E2E_MASTER_DB`.

@@ -2,7 +2,7 @@
 //! cannot drift from what the functions answer:
 //!
 //! - its routes are exactly those `handlers::dispatch` serves (and those the
-//!   `cargo lambda watch` router of `make run` serves, which is what
+//!   local router of `make run` serves, which is what
 //!   `scripts/schemathesis.sh` fuzzes), and the bearer scheme sits on exactly
 //!   the routes that demand a token;
 //! - every documented status of every route is produced here by driving the

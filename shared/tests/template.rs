@@ -286,6 +286,10 @@ fn has_wildcard(value: &Value) -> bool {
 /// The value an environment variable gets when the stack is deployed with the
 /// parameters' defaults; `overrides` replaces some parameter values.
 fn deployed_value(t: &Value, value: &Value, overrides: &BTreeMap<&str, String>) -> String {
+    // A local-only variable, declared empty.
+    if let Value::String(s) = value {
+        return s.clone();
+    }
     let target = ref_target(value).unwrap_or_else(|| {
         panic!("environment values are !Ref a parameter or a secret: {value:?}")
     });
@@ -467,14 +471,77 @@ fn each_function_sets_exactly_the_environment_variables_its_code_reads() {
 
     for f in Function::ALL {
         let set: BTreeSet<String> = environment(&t, f).into_keys().collect();
-        let read: BTreeSet<String> = f
-            .env_vars()
-            .into_iter()
-            .filter(|v| !LOCAL_ONLY_VARS.contains(v))
-            .map(str::to_owned)
-            .collect();
+        let read: BTreeSet<String> = f.env_vars().into_iter().map(str::to_owned).collect();
 
         assert_eq!(set, read, "{}: template (left) vs code (right)", f.name());
+    }
+}
+
+#[test]
+fn local_only_variables_are_declared_empty_and_every_other_one_comes_from_the_stack() {
+    let t = template();
+
+    for f in Function::ALL {
+        for (name, value) in environment(&t, f) {
+            if LOCAL_ONLY_VARS.contains(&name.as_str()) {
+                // Declared so that `sam local --env-vars` can set it; empty,
+                // which the code reads as unset, so a deployment never holds
+                // a plaintext secret or a local endpoint.
+                assert_eq!(
+                    value,
+                    Value::String(String::new()),
+                    "{}: {name} must be the literal \"\"",
+                    f.name()
+                );
+            } else {
+                assert!(
+                    ref_target(&value).is_some(),
+                    "{}: {name} must be !Ref a parameter or a resource, not {value:?}",
+                    f.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn no_function_declares_the_sdks_own_endpoint_variables() {
+    let t = template();
+
+    // The SDK takes `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_<SERVICE>`) as
+    // the endpoint even when it is empty: declared empty for local runs, it
+    // would send every deployed call nowhere.
+    for f in Function::ALL {
+        for name in environment(&t, f).into_keys() {
+            assert!(
+                !name.starts_with("AWS_ENDPOINT_URL"),
+                "{}: {name}; local runs use LOCAL_AWS_ENDPOINT_URL",
+                f.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn functions_deploy_on_arm64_unless_the_architecture_parameter_says_otherwise() {
+    let t = template();
+
+    let parameter = at(&t, &["Parameters", "Architecture"]);
+    assert_eq!(at(parameter, &["Default"]).as_str(), Some("arm64"));
+    let allowed: Vec<String> = one_or_many(at(parameter, &["AllowedValues"]))
+        .iter()
+        .map(|v| string(v, "an allowed architecture").to_owned())
+        .collect();
+    assert_eq!(allowed, ["arm64", "x86_64"]);
+    for f in Function::ALL {
+        let archs = one_or_many(function_property(&t, f, "Architectures"));
+        assert_eq!(archs.len(), 1, "{}", f.name());
+        assert_eq!(
+            ref_target(&archs[0]),
+            Some("Architecture"),
+            "{}: Architectures must be [!Ref Architecture]",
+            f.name()
+        );
     }
 }
 

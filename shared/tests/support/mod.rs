@@ -137,6 +137,7 @@ impl TestApp {
                 shared::config::DEFAULT_CREDENTIAL_CHANGE_MAX_TOKEN_AGE,
             event_bus: None,
             aws_ca_bundle: None,
+            aws_endpoint_url: None,
         };
         let store = Store::connect(&dbc, &uri).await.expect("connect");
         let client = store.client().clone();

@@ -1,0 +1,253 @@
+//! `make run`'s front: serves the contract's routes on a loopback address,
+//! each by its function's own binary running under a Lambda Runtime API, as
+//! API Gateway and Lambda do in front of the deployed functions.
+//!
+//! - [`router`]: which function serves which method and path (Cargo.toml).
+//! - [`event`]: an HTTP request as the gateway's payload 2.0 event, and the
+//!   function's answer back as HTTP.
+//! - [`environment`]: function processes under a Runtime API, pooled per
+//!   function; a process that dies answers its invocation with a 502 and is
+//!   replaced by a fresh one on the next.
+//!
+//! Only names are given on the command line: the values the functions get
+//! (the database URI, the signing key) come from this process's environment,
+//! so they never show in a process list. Development only; never deployed.
+
+mod environment;
+mod event;
+mod router;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::environment::{Outcome, Pool, Processes, Settings};
+use crate::router::Router;
+
+const USAGE: &str = "usage: local-api --manifest Cargo.toml --bin-dir target/debug \
+[--host 127.0.0.1] [--port 3000] [--pass NAME,NAME,...] [--timeout-secs 30] [--max-environments 4]
+
+Serves the routes of the manifest's [workspace.metadata.lambda.watch.router]
+table; each function is the binary of that name in --bin-dir. --pass names
+the variables of this process's environment passed on to the functions.
+--port 0 picks a free port; the first line on stdout names the address.";
+
+/// API Gateway's limit on a request's payload.
+const MAX_BODY: usize = 10 * 1024 * 1024;
+
+struct Options {
+    manifest: PathBuf,
+    bin_dir: PathBuf,
+    host: IpAddr,
+    port: u16,
+    pass: Vec<String>,
+    timeout: Duration,
+    max_environments: usize,
+}
+
+fn options() -> Result<Options, String> {
+    let mut args: BTreeMap<String, String> = BTreeMap::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let name = flag
+            .strip_prefix("--")
+            .ok_or_else(|| format!("unexpected argument {flag}\n{USAGE}"))?;
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        args.insert(name.to_owned(), value);
+    }
+    let need = |k: &str| {
+        args.get(k)
+            .cloned()
+            .ok_or_else(|| format!("--{k} is required\n{USAGE}"))
+    };
+    let parsed = |k: &str, default: &str| -> Result<u64, String> {
+        let v = args.get(k).map_or(default, String::as_str);
+        v.parse().map_err(|_| format!("--{k} {v}: not a number"))
+    };
+    let host: IpAddr = args
+        .get("host")
+        .map_or("127.0.0.1", String::as_str)
+        .parse()
+        .map_err(|e| format!("--host: {e}"))?;
+    Ok(Options {
+        manifest: need("manifest")?.into(),
+        bin_dir: need("bin-dir")?.into(),
+        host,
+        port: u16::try_from(parsed("port", "3000")?).map_err(|_| "--port: out of range")?,
+        pass: args
+            .get("pass")
+            .map(|names| {
+                names
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        timeout: Duration::from_secs(parsed("timeout-secs", "30")?),
+        max_environments: usize::try_from(parsed("max-environments", "4")?)
+            .map_err(|_| "--max-environments: out of range")?,
+    })
+}
+
+struct Front {
+    router: Router,
+    pools: BTreeMap<String, Pool>,
+}
+
+static REQUEST: AtomicU64 = AtomicU64::new(0);
+
+impl Front {
+    async fn handle(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Bytes> {
+        let (parts, body) = req.into_parts();
+        let Some(function) = self
+            .router
+            .function(parts.method.as_str(), parts.uri.path())
+        else {
+            return event::gateway_answer(StatusCode::NOT_FOUND, "Not Found");
+        };
+        let Some(pool) = self.pools.get(function) else {
+            return event::gateway_answer(StatusCode::NOT_FOUND, "Not Found");
+        };
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return event::gateway_answer(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Request Entity Too Large",
+                )
+            }
+            Err(_) => return event::gateway_answer(StatusCode::BAD_REQUEST, "Bad Request"),
+        };
+        let request_id = format!(
+            "{:08x}-local-{:012x}",
+            std::process::id(),
+            REQUEST.fetch_add(1, Ordering::Relaxed)
+        );
+        let event = event::to_event(&event::Incoming {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            body: &body,
+            peer,
+            request_id: &request_id,
+        });
+        match pool
+            .invoke(&request_id, Bytes::from(event.to_string()))
+            .await
+        {
+            Outcome::Response(output) => event::from_function(&output),
+            Outcome::Error(detail) => {
+                eprintln!(
+                    "local-api: {function} {request_id}: error reported: {}",
+                    String::from_utf8_lossy(&detail)
+                );
+                event::gateway_answer(StatusCode::BAD_GATEWAY, "Internal Server Error")
+            }
+            Outcome::Died(why) => {
+                eprintln!("local-api: {function} {request_id}: {why}; the next request starts a new process");
+                event::gateway_answer(StatusCode::BAD_GATEWAY, "Internal Server Error")
+            }
+            Outcome::TimedOut => {
+                eprintln!("local-api: {function} {request_id}: timed out; process killed");
+                event::gateway_answer(StatusCode::GATEWAY_TIMEOUT, "Endpoint request timed out")
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("local-api: {e}");
+        std::process::exit(2);
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let opts = options()?;
+    let manifest = std::fs::read_to_string(&opts.manifest)
+        .map_err(|e| format!("{}: {e}", opts.manifest.display()))?;
+    let router = Router::parse(&manifest)?;
+    for function in router.functions() {
+        let binary = opts.bin_dir.join(&function);
+        if !binary.is_file() {
+            return Err(format!(
+                "{}: no such binary; build the workspace first",
+                binary.display()
+            ));
+        }
+    }
+    let env = opts
+        .pass
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+        .collect();
+    let settings = Arc::new(Settings {
+        bin_dir: opts.bin_dir.clone(),
+        env,
+        timeout: opts.timeout,
+        max_environments: opts.max_environments,
+    });
+    let processes = Processes::default();
+    let pools = router
+        .functions()
+        .into_iter()
+        .map(|f| {
+            let pool = Pool::new(&f, settings.clone(), processes.clone());
+            (f, pool)
+        })
+        .collect();
+    let front = Arc::new(Front { router, pools });
+
+    let listener = TcpListener::bind((opts.host, opts.port))
+        .await
+        .map_err(|e| format!("{}:{}: {e}", opts.host, opts.port))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on http://{addr}");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let front = front.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let front = front.clone();
+                        async move {
+                            Ok::<_, Infallible>(front.handle(req, peer).await.map(Full::new))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    processes.kill_all();
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! `make run`'s front, started as `make run` starts it, in front of the
+//! functions' own binaries and the real database (`MONGODB_URI`, started by
+//! `make test`): a client's bytes reach the function whatever they are, and a
+//! function process that dies mid-request answers 502 and is replaced.
+//!
+//! The function binaries are the workspace's `target/debug` ones, built with
+//! the `failpoints` feature as `make test` builds them, so that a request can
+//! be held at a named step while the test kills its process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Front {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        // SIGTERM: the front kills its function processes, then exits.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("local-api sits inside the workspace")
+        .to_path_buf()
+}
+
+/// `target/debug`, where this test's own executable lives (in `deps/`).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/debug/deps/<test>")
+        .to_path_buf();
+    assert!(
+        dir.join("create").is_file(),
+        "{}: no function binaries; `cargo build --workspace --bins --features shared/failpoints` \
+         first (make test does)",
+        dir.display()
+    );
+    dir
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// Starts the front on a free loopback port; `env` is its own environment,
+/// of which the names in `pass` reach the functions.
+fn start(env: &[(&str, String)], pass: &[&str]) -> Front {
+    let uri = std::env::var("MONGODB_URI")
+        .expect("MONGODB_URI must name a MongoDB server; `make test` starts one");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_local-api"));
+    cmd.args(["--manifest"])
+        .arg(workspace_root().join("Cargo.toml"))
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .args(["--host", "127.0.0.1", "--port", "0", "--pass"])
+        .arg(
+            ["MONGODB_URI", "MASTER_DB", "JWT_SECRET", "BCRYPT_COST"]
+                .iter()
+                .chain(pass)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .env("MONGODB_URI", uri)
+        .env("MASTER_DB", unique("front"))
+        .env("JWT_SECRET", unique("key"))
+        .env("BCRYPT_COST", "4")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("start local-api");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut stdout = BufReader::new(stdout);
+    let mut first = String::new();
+    stdout
+        .read_line(&mut first)
+        .expect("read the front's address");
+    // The functions log to the same stdout: keep reading it, so that they
+    // never write into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let base = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    Front { child, base }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+fn send(base: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .unwrap();
+    let mut resp = agent().run(req).unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The running processes whose parent is `parent` and whose executable is
+/// the function binary `name`.
+fn function_pids(parent: u32, name: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+        let exited = rest.starts_with('Z');
+        if ppid == Some(parent) && comm.ends_with(&format!("({name}")) && !exited {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn a_json_labelled_body_that_is_not_utf8_reaches_the_function_and_gets_its_400() {
+    let front = start(&[], &[]);
+
+    let (status, body) = send(
+        &front.base,
+        "POST",
+        "/org/create",
+        b"{\"organization_name\": \"\xff\xfe\", \"email\": \"a@b.example\"}",
+    );
+
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["code"].is_string(),
+        "the service's own error shape: {body}"
+    );
+}
+
+#[test]
+fn a_header_value_that_is_not_ascii_reaches_the_function() {
+    let front = start(&[], &[]);
+
+    let req = ureq::http::Request::builder()
+        .method("POST")
+        .uri(format!("{}/org/create", front.base))
+        .header("content-type", "application/json")
+        .header(
+            "idempotency-key",
+            ureq::http::HeaderValue::from_bytes("schlüssel".as_bytes()).unwrap(),
+        )
+        .body(b"{}".to_vec())
+        .unwrap();
+    let mut resp = agent().run(req).unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+
+    assert_eq!(status, 422, "{text}");
+}
+
+#[test]
+fn routes_outside_the_table_are_the_gateways_404_and_no_function_runs() {
+    let front = start(&[], &[]);
+
+    let (status, body) = send(&front.base, "PATCH", "/org/create", b"{}");
+
+    assert_eq!(status, 404);
+    assert_eq!(body["message"], "Not Found");
+    assert!(function_pids(front.child.id(), "create").is_empty());
+}
+
+#[test]
+fn a_function_that_dies_mid_request_answers_502_and_the_next_request_gets_a_fresh_process() {
+    let dir = std::env::temp_dir().join(unique("front-fp"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gate = dir.join("create");
+    let front = start(
+        &[
+            ("ORG_FAILPOINT", "create:after_org_insert".to_owned()),
+            (
+                "ORG_FAILPOINT_ACTION",
+                format!("wait:{}", gate.to_string_lossy()),
+            ),
+        ],
+        &["ORG_FAILPOINT", "ORG_FAILPOINT_ACTION"],
+    );
+    let base = front.base.clone();
+    let in_flight = std::thread::spawn(move || {
+        send(
+            &base,
+            "POST",
+            "/org/create",
+            br#"{"organization_name":"crashes","email":"admin@crashes.example","password":"correct-horse-battery"}"#,
+        )
+    });
+
+    // The request is held inside the create function, after its first write.
+    let reached = gate.with_extension("reached");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reached.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the create function never reached its failpoint: are the binaries built with \
+             --features shared/failpoints?"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = function_pids(front.child.id(), "create");
+    assert_eq!(before.len(), 1, "one create process: {before:?}");
+    Command::new("kill")
+        .args(["-KILL", &before[0].to_string()])
+        .status()
+        .unwrap();
+
+    let (status, body) = in_flight.join().unwrap();
+    assert_eq!(status, 502, "{body}");
+
+    // The next request gets a new process, which answers it.
+    let (status, body) = send(&front.base, "POST", "/org/create", b"{}");
+    assert_eq!(status, 422, "{body}");
+    let after = function_pids(front.child.id(), "create");
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after, before, "a fresh process, not the killed one");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
