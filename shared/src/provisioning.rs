@@ -205,7 +205,7 @@ pub async fn provision(app: &App, request: Value) -> Result<Outcome, ApiError> {
         Ok(done) => Ok(Outcome::Created(done)),
         // Taken: by an earlier delivery of this request that finished in
         // between (a success), or by someone else (never adopted).
-        Err(err @ ApiError::Conflict { .. }) => match req.made_before(app).await? {
+        Err(err @ ApiError::Conflict(_)) => match req.made_before(app).await? {
             Some(org) => Ok(Outcome::AlreadyDone(org)),
             None => Err(err),
         },
