@@ -126,7 +126,7 @@ impl Store {
     /// One connection because an execution environment serves one request at
     /// a time, and because a command that finds the pool's connections busy
     /// opens another: at a cold start that is a whole second handshake (TCP,
-    /// TLS, `hello`, authentication; 4-5 ms on the local server) to save the
+    /// TLS, `hello`, authentication; see BENCHMARKS.md) to save the
     /// fraction of a millisecond the busy command had left. A `maxPoolSize`
     /// in the URI overrides it (the tests that play many environments at once
     /// do).

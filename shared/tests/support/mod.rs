@@ -374,7 +374,7 @@ pub fn delete(token: Option<&str>, name: &str) -> Request {
     )
 }
 
-/// Checks the invariants of issue #4 against the database: every organization
+/// Checks the lifecycle invariants (docs/lifecycle.md) against the database: every organization
 /// is active with exactly its own tenant collection, every tenant collection
 /// belongs to one organization, every admin to one existing organization,
 /// and every organization has its admin.
