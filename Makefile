@@ -14,7 +14,7 @@ lint:
 	cargo clippy --workspace --all-targets --features shared/failpoints -- -D warnings
 
 ## Cold start, memory, sizes, rename scaling, warm latency and bcrypt, with
-## the budgets of issue 6; writes BENCHMARKS.md (minutes; not part of test).
+## their budgets; writes BENCHMARKS.md (minutes; not part of test).
 bench:
 	bash scripts/bench.sh
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`'s reporting half: reads what scripts/bench.sh and the harness
 measured (in .local/bench/), prints one table with the ratios and the budget
-checks of issue 6, and writes BENCHMARKS.md with the machine it ran on.
+checks of the performance budgets, and writes BENCHMARKS.md with the machine it ran on.
 
 Usage: report.py RESULTS_DIR BENCHMARKS_MD
 Exit status 0 whatever the budgets say, unless BENCH_STRICT=1 and one fails.
@@ -464,7 +464,7 @@ def main():
     out = []
     for title, header, rows, note in sections:
         out.append(f"\n== {title}\n" + text_table(header, rows))
-    out.append("\n== Budgets (issue 6)")
+    out.append("\n== Budgets")
     for ok, line in budgets:
         out.append(f"{'PASS' if ok else 'FAIL'}  {line}")
     if findings:

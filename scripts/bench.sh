@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: the measurements of issue 6 on this machine, in one run:
+# `make bench`: the performance measurements on this machine, in one run:
 # release build, binary and zip sizes, bcrypt cost, cold start / memory /
 # rename scaling under the harness's Lambda Runtime API (bench/harness), and
 # warm latency with wrk against the local API. Prints one table with the

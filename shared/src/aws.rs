@@ -8,8 +8,8 @@
 //! Credentials are resolved lazily, on the first call.
 //!
 //! The client trusts a compiled-in set of certificate authorities, not the
-//! system store: reading and parsing /etc/ssl/certs cost 3.4-5.1 ms of every
-//! cold start (BENCHMARKS.md), on the path of the first secret fetch. AWS
+//! system store: reading and parsing /etc/ssl/certs was a measurable share of
+//! every cold start (BENCHMARKS.md), on the path of the first secret fetch. AWS
 //! endpoints (public, FIPS and VPC interface endpoints alike) present
 //! certificates from Amazon Trust Services, so the built-in set is exactly
 //! that CA family's roots, taken from the Mozilla root program

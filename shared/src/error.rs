@@ -6,11 +6,60 @@
 //! [`ApiError::log`], never returned.
 
 use std::error::Error as StdError;
+use std::fmt;
 use std::time::Duration;
 
 use serde_json::json;
 
 type Source = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Why a request conflicts with the data as it stands (409): decided where
+/// the data is (mostly the store), mapped to a stable code here. Control flow
+/// matches these variants, never a code string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Conflict {
+    /// Another organization holds the name.
+    NameTaken { name: String },
+    /// Another admin has the email.
+    EmailTaken,
+    /// A create, rename or delete of the organization is under way
+    /// (`doing`: "being renamed", ...).
+    InProgress { name: String, doing: &'static str },
+    /// The first request with this `Idempotency-Key` is still running.
+    IdempotencyInProgress,
+    /// The service holds `MAX_ORGANIZATIONS` already.
+    OrganizationLimitReached { max: u64 },
+}
+
+impl Conflict {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NameTaken { .. } => "organization_exists",
+            Self::EmailTaken => "email_taken",
+            Self::InProgress { .. } => "operation_in_progress",
+            Self::IdempotencyInProgress => "idempotency_in_progress",
+            Self::OrganizationLimitReached { .. } => "organization_limit_reached",
+        }
+    }
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NameTaken { name } => write!(f, "organization name '{name}' is taken"),
+            Self::EmailTaken => f.write_str("an admin with this email already exists"),
+            Self::InProgress { name, doing } => {
+                write!(f, "organization '{name}' is {doing}; retry shortly")
+            }
+            Self::IdempotencyInProgress => {
+                f.write_str("a request with this Idempotency-Key is in progress; retry shortly")
+            }
+            Self::OrganizationLimitReached { max } => {
+                write!(f, "this service holds its maximum of {max} organizations")
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -27,8 +76,8 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(String),
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    #[error("{0}")]
+    Conflict(Conflict),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -56,13 +105,6 @@ impl ApiError {
         }
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Conflict {
-            code,
-            message: message.into(),
-        }
-    }
-
     pub fn unavailable(what: &'static str, source: impl Into<Source>) -> Self {
         Self::Unavailable {
             what,
@@ -81,7 +123,7 @@ impl ApiError {
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
             Self::MethodNotAllowed(_) => 405,
-            Self::Conflict { .. } => 409,
+            Self::Conflict(_) => 409,
             Self::PayloadTooLarge { .. } => 413,
             Self::Invalid { .. } => 422,
             Self::TooManyRequests { .. } => 429,
@@ -100,7 +142,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
-            Self::Conflict { code, .. } => code,
+            Self::Conflict(conflict) => conflict.code(),
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::TooManyRequests { .. } => "too_many_requests",
             Self::Unavailable { .. } => "service_unavailable",

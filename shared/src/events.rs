@@ -18,74 +18,16 @@
 use std::time::Duration;
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
-use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+pub use crate::store::outbox::{OutboxEntry, CREATED, DELETED, HOLD, RENAMED};
 use crate::store::Store;
 
 /// The `source` of every event this service publishes.
 pub const SOURCE: &str = "org-service";
-pub const CREATED: &str = "OrganizationCreated";
-pub const RENAMED: &str = "OrganizationRenamed";
-pub const DELETED: &str = "OrganizationDeleted";
 
 /// How many entries one flush sends at most (PutEvents takes up to 10).
 pub const BATCH: usize = 10;
-
-/// How long an entry is left to whoever holds it (the request that wrote it,
-/// or a flush that claimed it) before a flush may take it over.
-pub const HOLD: Duration = Duration::from_secs(30);
-
-/// A document of `outbox`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct OutboxEntry {
-    /// The id of the operation that produced it; also the event's `event_id`.
-    #[serde(rename = "_id")]
-    pub id: ObjectId,
-    pub detail_type: String,
-    pub detail: Document,
-    pub created_at: DateTime,
-    #[serde(default)]
-    pub attempts: i32,
-    /// Not claimable before this (a claim in flight, or a back-off).
-    pub available_at: DateTime,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub published_at: Option<DateTime>,
-    /// Published entries are kept a while for inspection, then expire (TTL).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime>,
-}
-
-impl OutboxEntry {
-    /// A new entry, held by its writer for [`HOLD`].
-    pub fn new(op_id: ObjectId, detail_type: &str, mut detail: Document) -> Self {
-        let now = DateTime::now();
-        let held_until = crate::store::later(now, HOLD);
-        detail.insert("event_id", op_id.to_hex());
-        detail.insert(
-            "occurred_at",
-            now.try_to_rfc3339_string().unwrap_or_default(),
-        );
-        Self {
-            id: op_id,
-            detail_type: detail_type.to_owned(),
-            detail,
-            created_at: now,
-            attempts: 0,
-            available_at: held_until,
-            published_at: None,
-            expires_at: None,
-        }
-    }
-
-    /// The JSON text of `detail`, as EventBridge carries it.
-    pub fn detail_json(&self) -> String {
-        mongodb::bson::Bson::Document(self.detail.clone())
-            .into_relaxed_extjson()
-            .to_string()
-    }
-}
 
 /// The EventBridge client and the bus it publishes to.
 pub struct Publisher {
@@ -207,29 +149,4 @@ pub async fn publish_held(
     store.mark_published(&published).await?;
     result.published = published.len();
     Ok(result)
-}
-
-/// The detail of `OrganizationCreated`.
-pub fn created(org_id: ObjectId, name: &str, collection: &str, admin_id: ObjectId) -> Document {
-    doc! {
-        "organization_id": org_id.to_hex(),
-        "organization_name": name,
-        "collection_name": collection,
-        "admin_id": admin_id.to_hex(),
-    }
-}
-
-/// The detail of `OrganizationRenamed`.
-pub fn renamed(org_id: ObjectId, from: &str, to: &str, collection: &str) -> Document {
-    doc! {
-        "organization_id": org_id.to_hex(),
-        "previous_name": from,
-        "organization_name": to,
-        "collection_name": collection,
-    }
-}
-
-/// The detail of `OrganizationDeleted`.
-pub fn deleted(org_id: ObjectId, name: &str) -> Document {
-    doc! { "organization_id": org_id.to_hex(), "organization_name": name }
 }

@@ -16,11 +16,9 @@ use tracing::Instrument;
 
 use crate::auth::{hash_password, needs_rehash, verify_password, Claims, Tokens};
 use crate::domain::{Email, OrgName, Password};
-use crate::error::ApiError;
-use crate::http::{self, error_response, json_response};
-use crate::store::{
-    AdminDoc, CredentialChange, Idempotent, LoginKeys, NewOrganization, Organization,
-};
+use crate::error::{ApiError, Conflict};
+use crate::http::{self, error_response, json_response, Organization};
+use crate::store::{AdminDoc, CredentialChange, Idempotent, LoginKeys, NewOrganization};
 use crate::App;
 
 const ORGANIZATION_NAME: &str = "organization_name";
@@ -217,10 +215,7 @@ pub async fn create(app: &App, req: Request) -> Response<Body> {
                 ))
             }
             Idempotent::InProgress => {
-                return Err(ApiError::conflict(
-                    "idempotency_in_progress",
-                    "a request with this Idempotency-Key is in progress; retry shortly",
-                ))
+                return Err(ApiError::Conflict(Conflict::IdempotencyInProgress))
             }
         }
         let outcome = create_org(app, name, email, &password, source).await;

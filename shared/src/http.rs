@@ -8,10 +8,11 @@
 pub use lambda_http::http::header::HeaderValue;
 use lambda_http::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use lambda_http::{Body, Request, RequestExt, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::store::OrgDoc;
 
 /// Bodies above this are refused with 413 before they are parsed.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -29,6 +30,31 @@ pub fn json_response(status: u16, body: &impl Serialize) -> Response<Body> {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// An organization as clients see it. Never holds a hash or internal state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Organization {
+    pub organization_id: String,
+    pub organization_name: String,
+    pub collection_name: String,
+    pub admin_id: String,
+    pub created_at: String,
+}
+
+impl From<&OrgDoc> for Organization {
+    fn from(doc: &OrgDoc) -> Self {
+        Self {
+            organization_id: doc.id.to_hex(),
+            organization_name: doc.name.clone(),
+            collection_name: doc.collection_name.clone(),
+            admin_id: doc.admin_id.to_hex(),
+            created_at: doc
+                .created_at
+                .try_to_rfc3339_string()
+                .unwrap_or_else(|_| doc.created_at.timestamp_millis().to_string()),
+        }
+    }
 }
 
 pub fn error_response(err: &ApiError) -> Response<Body> {

@@ -26,6 +26,9 @@
 //! the request fails with that reason and ends in the dead-letter queue.
 //! Neither password nor hash is ever logged.
 
+use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::LambdaEvent;
@@ -205,7 +208,7 @@ pub async fn provision(app: &App, request: Value) -> Result<Outcome, ApiError> {
         Ok(done) => Ok(Outcome::Created(done)),
         // Taken: by an earlier delivery of this request that finished in
         // between (a success), or by someone else (never adopted).
-        Err(err @ ApiError::Conflict { .. }) => match req.made_before(app).await? {
+        Err(err @ ApiError::Conflict(_)) => match req.made_before(app).await? {
             Some(org) => Ok(Outcome::AlreadyDone(org)),
             None => Err(err),
         },
@@ -253,15 +256,14 @@ fn unwrap_message(body: &str) -> Result<Value, ApiError> {
 }
 
 /// Processes an SQS batch; the answer names the messages to retry.
-pub async fn sqs_batch(app: &App, payload: Value) -> Value {
-    let records = payload["Records"].as_array().cloned().unwrap_or_default();
-    let mut failures = Vec::new();
+pub async fn sqs_batch(app: &App, batch: SqsEvent) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
     let mut events = Vec::new();
     // One at a time: two copies of one request in a batch then meet a
     // finished organization rather than each other's operation in progress.
-    for record in records {
-        let id = record["messageId"].as_str().unwrap_or_default().to_owned();
-        let outcome = match record["body"].as_str() {
+    for record in batch.records {
+        let id = record.message_id.unwrap_or_default();
+        let outcome = match record.body.as_deref() {
             Some(body) => match unwrap_message(body) {
                 Ok(request) => provision(app, request).await,
                 Err(e) => Err(e),
@@ -272,43 +274,27 @@ pub async fn sqs_batch(app: &App, payload: Value) -> Value {
         match outcome {
             Ok(Outcome::Created(done)) => events.extend(done.event),
             Ok(Outcome::AlreadyDone(_) | Outcome::Discarded(_)) => {}
-            Err(_) => failures.push(json!({ "itemIdentifier": id })),
+            Err(_) => response.add_failure(id),
         }
     }
     // One publish for the whole batch rather than one per organization.
     app.publish_own_events(&events).await;
-    json!({ "batchItemFailures": failures })
+    response
 }
 
 /// The answer API Gateway expects from a function (payload format 2.0).
-fn http_response_value(response: Response<Body>) -> Value {
-    let status = response.status().as_u16();
-    let headers: serde_json::Map<String, Value> = response
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| {
-            Some((
-                k.as_str().to_owned(),
-                Value::String(v.to_str().ok()?.to_owned()),
-            ))
-        })
-        .collect();
-    let body = match response.into_body() {
-        Body::Text(t) => t,
-        Body::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
-        _ => String::new(),
-    };
-    json!({
-        "statusCode": status,
-        "headers": headers,
-        "multiValueHeaders": {},
-        "cookies": [],
-        "body": body,
-        "isBase64Encoded": false,
-    })
+fn gateway_response(response: Response<Body>) -> ApiGatewayV2httpResponse {
+    let (parts, body) = response.into_parts();
+    let mut answer = ApiGatewayV2httpResponse::default();
+    answer.status_code = i64::from(parts.status.as_u16());
+    answer.headers = parts.headers;
+    answer.is_base64_encoded = matches!(body, Body::Binary(_));
+    answer.body = Some(body);
+    answer
 }
 
-/// The create function's entry point: one dispatch on the event's shape.
+/// The create function's entry point: one dispatch on the event's shape,
+/// then the typed event of that shape.
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
     let (payload, context) = event.into_parts();
     match classify(&payload) {
@@ -316,12 +302,19 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, lambd
             let lambda_request: LambdaRequest = serde_json::from_value(payload)
                 .map_err(|e| format!("not an API Gateway HTTP event: {e}"))?;
             let request = Request::from(lambda_request).with_lambda_context(context);
-            Ok(http_response_value(handlers::create(app, request).await))
+            let response = handlers::create(app, request).await;
+            Ok(serde_json::to_value(gateway_response(response))?)
         }
-        Kind::Sqs => Ok(sqs_batch(app, payload).await),
+        Kind::Sqs => {
+            let batch: SqsEvent =
+                serde_json::from_value(payload).map_err(|e| format!("not an SQS event: {e}"))?;
+            Ok(serde_json::to_value(sqs_batch(app, batch).await)?)
+        }
         Kind::EventBridge => {
-            let id = payload["id"].as_str().unwrap_or_default().to_owned();
-            let outcome = provision(app, payload["detail"].clone()).await;
+            let event: EventBridgeEvent = serde_json::from_value(payload)
+                .map_err(|e| format!("not an EventBridge event: {e}"))?;
+            let id = event.id.unwrap_or_default();
+            let outcome = provision(app, event.detail).await;
             log_outcome("eventbridge", &id, &outcome);
             match outcome {
                 Ok(Outcome::Created(done)) => {

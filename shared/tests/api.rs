@@ -1,6 +1,6 @@
 //! The contract, route by route, against the real database server: every
-//! success path and every error status of design.md, checked in the database
-//! as well as in the response.
+//! success path and every error status of the contract (openapi.yaml),
+//! checked in the database as well as in the response.
 
 mod support;
 

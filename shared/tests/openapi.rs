@@ -19,7 +19,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -43,13 +42,6 @@ const OPERATION_METHODS: [&str; 8] = [
 const MAX_FAILED_LOGINS: usize = 30;
 
 // ------------------------------------------------------------ the document
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the shared crate sits inside the workspace")
-        .to_path_buf()
-}
 
 fn document() -> &'static Value {
     static DOCUMENT: OnceLock<Value> = OnceLock::new();
@@ -177,28 +169,23 @@ fn documents_bearer(method: &str, path: &str) -> bool {
 fn local_router_routes() -> BTreeSet<(String, String)> {
     let path = workspace_root().join("Cargo.toml");
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut in_router = false;
+    let manifest: toml::Value = text
+        .parse::<toml::Table>()
+        .map(toml::Value::Table)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let router = ["workspace", "metadata", "lambda", "watch", "router"]
+        .iter()
+        .try_fold(&manifest, |v, key| v.get(key))
+        .and_then(toml::Value::as_table)
+        .expect("Cargo.toml has a [workspace.metadata.lambda.watch.router] table");
     let mut routes = BTreeSet::new();
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_router = line == "[workspace.metadata.lambda.watch.router]";
-            continue;
-        }
-        if !in_router || line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (route_path, targets) = line
-            .split_once('=')
-            .unwrap_or_else(|| panic!("Cargo.toml router: cannot read {line:?}"));
-        for target in targets.split("method").skip(1) {
+    for (route_path, targets) in router {
+        for target in targets.as_array().expect("each route lists its targets") {
             let method = target
-                .split('"')
-                .nth(1)
-                .unwrap_or_else(|| panic!("Cargo.toml router: cannot read {line:?}"));
-            routes.insert((
-                method.to_owned(),
-                route_path.trim().trim_matches('"').to_owned(),
-            ));
+                .get("method")
+                .and_then(toml::Value::as_str)
+                .unwrap_or_else(|| panic!("Cargo.toml router: {route_path} without a method"));
+            routes.insert((method.to_owned(), route_path.clone()));
         }
     }
     assert!(

@@ -13,9 +13,10 @@
 //! `serde_yaml` as `Value::Tagged`; [`intrinsic`] reads them and the long
 //! `{Ref: ..}` / `{Fn::GetAtt: ..}` forms alike.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
@@ -28,6 +29,7 @@ use shared::config::{
 use shared::lambda_http::request::RequestContext;
 use shared::lambda_http::RequestExt;
 use shared::provisioning::{classify, Kind, DETAIL_TYPE};
+use support::workspace_root;
 
 /// The public contract: method, path and the function that serves it.
 const ROUTES: [(&str, &str, Function); 5] = [
@@ -62,13 +64,6 @@ const CONSUME_QUEUE: [&str; 4] = [
 ];
 /// The functions that publish lifecycle events (create, rename, delete).
 const PUBLISHERS: [Function; 3] = [Function::Create, Function::Rename, Function::Delete];
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the shared crate sits inside the workspace")
-        .to_path_buf()
-}
 
 fn template() -> Value {
     let path = workspace_root().join("template.yaml");
@@ -449,20 +444,14 @@ fn every_function_in_the_template_is_a_workspace_binary_and_every_binary_is_depl
     }
 }
 
-/// `name = "..."` under `[package]` (enough TOML for our own manifests).
+/// `package.name` of a Cargo manifest.
 fn package_name(manifest: &str) -> Option<String> {
-    let mut in_package = false;
-    for line in manifest.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if in_package {
-            if let Some(rest) = line.strip_prefix("name") {
-                let value = rest.trim_start().strip_prefix('=')?.trim();
-                return Some(value.trim_matches('"').to_owned());
-            }
-        }
-    }
-    None
+    let manifest: toml::Table = manifest.parse().ok()?;
+    manifest
+        .get("package")?
+        .get("name")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 #[test]

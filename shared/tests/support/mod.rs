@@ -145,10 +145,6 @@ impl TestApp {
         Self { app, db, client }
     }
 
-    pub fn store(&self) -> &Store {
-        futures_now(self.app.store())
-    }
-
     pub fn database(&self) -> mongodb::Database {
         self.client.database(&self.db)
     }
@@ -230,16 +226,6 @@ impl TestApp {
 
     pub async fn drop(self) {
         let _ = self.database().drop().await;
-    }
-}
-
-/// `App::store` is ready at once for a test app (the store is given).
-fn futures_now<T>(fut: impl std::future::Future<Output = Result<T, shared::error::ApiError>>) -> T {
-    use std::task::{Context, Poll, Waker};
-    let mut fut = std::pin::pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Ok(v)) => v,
-        _ => panic!("the test store is not ready"),
     }
 }
 
@@ -375,7 +361,7 @@ pub fn delete(token: Option<&str>, name: &str) -> Request {
     )
 }
 
-/// Checks the invariants of issue #4 against the database: every organization
+/// Checks the lifecycle invariants (docs/lifecycle.md) against the database: every organization
 /// is active with exactly its own tenant collection, every tenant collection
 /// belongs to one organization, every admin to one existing organization,
 /// and every organization has its admin.
@@ -449,6 +435,14 @@ pub async fn fill_tenant(t: &TestApp, collection: &str, count: i64) {
         .map(|i| doc! {"sku": i, "payload": format!("item {i}")})
         .collect();
     tenant.insert_many(docs).await.unwrap();
+}
+
+/// The workspace's root folder (where template.yaml and Cargo.toml are).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the shared crate sits inside the workspace")
+        .to_path_buf()
 }
 
 /// A free port on loopback.

@@ -1,0 +1,144 @@
+//! Admins: looking them up, the session a token stands for (the admin's
+//! token version), credential changes that move that version on, and the
+//! rehash of a password at the service's cost.
+
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use mongodb::options::ReturnDocument;
+use tracing::instrument;
+
+use super::model::{AdminDoc, CredentialChange, OrgDoc, OrgState};
+use super::{db_error, is_duplicate_key, Store};
+use crate::domain::Email;
+use crate::error::{ApiError, Conflict};
+
+/// One message for a token that no longer stands for a session: its admin
+/// changed credentials, was replaced, or is gone.
+const STALE_TOKEN: ApiError = ApiError::Unauthorized("invalid or expired token");
+
+/// Matches an admin document at token version `version` (0 also matches a
+/// document stored before versions existed).
+fn at_token_version(version: i64) -> mongodb::bson::Bson {
+    if version == 0 {
+        mongodb::bson::bson!({ "$in": [0_i64, mongodb::bson::Bson::Null] })
+    } else {
+        mongodb::bson::Bson::Int64(version)
+    }
+}
+
+pub(super) fn email_taken() -> ApiError {
+    ApiError::Conflict(Conflict::EmailTaken)
+}
+
+impl Store {
+    #[instrument(skip(self))]
+    pub async fn find_admin(&self, email: &Email) -> Result<Option<AdminDoc>, ApiError> {
+        self.admins
+            .find_one(doc! { "email": email.as_str() })
+            .await
+            .map_err(db_error)
+    }
+
+    /// The organization whose admin has `email`, in any state.
+    pub async fn org_of_admin(&self, email: &Email) -> Result<Option<OrgDoc>, ApiError> {
+        match self.find_admin(email).await? {
+            Some(admin) => self.find_org_by_id(admin.organization_id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The admin a token names, if the token still stands for a session: the
+    /// admin exists, belongs to `org_id`, and is at the token's version.
+    #[instrument(skip(self), fields(organization_id = %org_id))]
+    pub async fn session_admin(
+        &self,
+        admin_id: ObjectId,
+        org_id: ObjectId,
+        token_version: i64,
+    ) -> Result<AdminDoc, ApiError> {
+        self.admins
+            .find_one(doc! { "_id": admin_id })
+            .await
+            .map_err(db_error)?
+            .filter(|a| a.organization_id == org_id && a.token_version == token_version)
+            .ok_or(STALE_TOKEN)
+    }
+
+    /// Whether admin `admin_id` is gone along with organization `org_id`, or
+    /// while a delete of it is under way: what a token of that admin may
+    /// still ask is that delete (to finish it, or to learn it is done).
+    pub async fn deleted_with_its_admin(
+        &self,
+        org_id: ObjectId,
+        admin_id: ObjectId,
+    ) -> Result<bool, ApiError> {
+        let admin = self
+            .admins
+            .find_one(doc! { "_id": admin_id })
+            .await
+            .map_err(db_error)?;
+        if admin.is_some() {
+            return Ok(false);
+        }
+        Ok(match self.find_org(doc! { "_id": org_id }).await? {
+            None => true,
+            Some(org) => org.state == OrgState::Deleting && org.admin_id == admin_id,
+        })
+    }
+
+    /// Replaces a hash that just verified by `new_hash` (same password, the
+    /// service's current cost), unless the password changed in between.
+    pub async fn rehash_password(
+        &self,
+        admin_id: ObjectId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<(), ApiError> {
+        self.admins
+            .update_one(
+                doc! { "_id": admin_id, "password_hash": old_hash },
+                doc! { "$set": { "password_hash": new_hash } },
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Applies `change` while the admin is still at the asking session's
+    /// token version, moving the version on; the new version, or none when
+    /// nothing changed. A session whose version has moved on meanwhile (a
+    /// concurrent change through another token) gets a 401.
+    pub(super) async fn change_credentials(
+        &self,
+        org: &OrgDoc,
+        change: &CredentialChange,
+    ) -> Result<Option<i64>, ApiError> {
+        if change.is_empty() {
+            return Ok(None);
+        }
+        let mut set = Document::new();
+        if let Some(email) = &change.email {
+            set.insert("email", email.as_str());
+        }
+        if let Some(hash) = &change.password_hash {
+            set.insert("password_hash", hash.as_str());
+        }
+        let changed = self
+            .admins
+            .find_one_and_update(
+                doc! {
+                    "_id": org.admin_id,
+                    "organization_id": org.id,
+                    "token_version": at_token_version(change.token_version),
+                },
+                doc! { "$set": set, "$inc": { "token_version": 1_i64 } },
+            )
+            .return_document(ReturnDocument::After)
+            .await;
+        match changed {
+            Ok(Some(admin)) => Ok(Some(admin.token_version)),
+            Ok(None) => Err(STALE_TOKEN),
+            Err(e) if is_duplicate_key(&e) => Err(email_taken()),
+            Err(e) => Err(db_error(e)),
+        }
+    }
+}

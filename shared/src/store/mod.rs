@@ -1,0 +1,317 @@
+//! The master database and the tenant collections: every MongoDB call lives here.
+//!
+//! Create, rename and delete are each a short sequence of idempotent steps whose
+//! progress is recorded on the organization document (`state` plus `pending`).
+//! A crash between two steps leaves the organization in a non-active state that
+//! names the operation and carries what is needed to finish it; whoever meets it
+//! next after its lease has run out (a retry, or any other request) rolls it
+//! forward, or back where forward is impossible. See `docs/lifecycle.md`.
+//!
+//! Uniqueness is the server's job, never a read-then-write check here: unique
+//! indexes on `names` (every name an organization holds, including the one a
+//! rename is moving to), `name`, `collection_name` and the admin `email`.
+//!
+//! - [`model`]: the documents and the states an organization goes through.
+//! - [`lifecycle`]: create, rename and delete, and settling what a crash left.
+//! - [`admins`]: admins, their sessions (token versions) and credentials.
+//! - [`throttle`]: login throttling and the per-source create limit.
+//! - [`outbox`]: lifecycle events recorded with the operations' steps.
+//! - [`idempotency`]: `Idempotency-Key` records.
+//!
+//! This file holds the connection, the collections and their indexes. What
+//! lives elsewhere: validation (`domain`), hashing (`auth`), HTTP (`http`),
+//! publishing events (`events`).
+
+mod admins;
+mod idempotency;
+mod lifecycle;
+mod model;
+pub mod outbox;
+mod throttle;
+
+use std::time::Duration;
+
+use mongodb::bson::{doc, DateTime, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{
+    Acknowledgment, ClientOptions, DatabaseOptions, IndexOptions, WriteConcern,
+};
+use mongodb::{Client, Collection, Database, IndexModel};
+use tokio::sync::OnceCell;
+
+use crate::config::DatabaseConfig;
+use crate::error::ApiError;
+
+pub use idempotency::{Idempotent, IDEMPOTENCY_TTL};
+pub use model::{
+    AdminDoc, CredentialChange, Finished, NewOrganization, OrgDoc, OrgState, Pending, Updated,
+};
+pub use outbox::{OutboxEntry, PUBLISHED_TTL};
+pub use throttle::{LoginKeys, LoginThrottle};
+
+pub const ORGANIZATIONS: &str = "organizations";
+pub const ADMINS: &str = "admins";
+pub const LOGIN_ATTEMPTS: &str = "login_attempts";
+pub const OUTBOX: &str = "outbox";
+pub const IDEMPOTENCY: &str = "idempotency";
+
+const DUPLICATE_KEY: i32 = 11000;
+const NAMESPACE_NOT_FOUND: i32 = 26;
+const NAMESPACE_EXISTS: i32 = 48;
+
+pub struct Store {
+    client: Client,
+    master: Database,
+    tenant: Database,
+    tenant_db: String,
+    orgs: Collection<OrgDoc>,
+    admins: Collection<AdminDoc>,
+    attempts: Collection<Document>,
+    outbox: Collection<OutboxEntry>,
+    idempotency: Collection<Document>,
+    events_enabled: bool,
+    lease: Duration,
+    throttle: LoginThrottle,
+    unique_indexes: OnceCell<()>,
+    expiry_indexes: OnceCell<()>,
+}
+
+/// Maps a driver error: the database being unreachable is a 503, anything else
+/// unexpected is a 500 whose cause is logged, not returned.
+pub fn db_error(err: mongodb::error::Error) -> ApiError {
+    let unreachable = matches!(
+        *err.kind,
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+            | ErrorKind::DnsResolve { .. }
+            | ErrorKind::Authentication { .. }
+    ) || err.contains_label("RetryableWriteError")
+        || matches!(
+            server_code(&err),
+            Some(10107 | 13435 | 11600 | 11602 | 189 | 91)
+        );
+    if unreachable {
+        ApiError::unavailable("database", err)
+    } else {
+        ApiError::internal(err)
+    }
+}
+
+/// `at` plus `after`, as stored times (expiries, holds, locks) are computed.
+pub(crate) fn later(at: DateTime, after: Duration) -> DateTime {
+    let millis = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    DateTime::from_millis(at.timestamp_millis().saturating_add(millis))
+}
+
+fn server_code(err: &mongodb::error::Error) -> Option<i32> {
+    match &*err.kind {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Some(w.code),
+        _ => None,
+    }
+}
+
+fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    server_code(err) == Some(DUPLICATE_KEY)
+}
+
+impl Store {
+    /// Builds the client with settings for Lambda: one pooled connection,
+    /// idle connections closed before the platform freezes them for long, and
+    /// short selection and connect timeouts so an outage is a prompt 503. No
+    /// I/O happens here beyond DNS for `mongodb+srv` URIs.
+    ///
+    /// One connection because an execution environment serves one request at
+    /// a time, and because a command that finds the pool's connections busy
+    /// opens another: at a cold start that is a whole second handshake (TCP,
+    /// TLS, `hello`, authentication; see BENCHMARKS.md) to save the
+    /// fraction of a millisecond the busy command had left. A `maxPoolSize`
+    /// in the URI overrides it (the tests that play many environments at once
+    /// do).
+    pub async fn connect(cfg: &DatabaseConfig, uri: &str) -> Result<Self, ApiError> {
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| ApiError::unavailable("database", e))?;
+        options
+            .app_name
+            .get_or_insert_with(|| "org-service".to_owned());
+        options.max_pool_size = Some(options.max_pool_size.unwrap_or(1));
+        options.min_pool_size = Some(0);
+        options.max_idle_time = Some(Duration::from_secs(60));
+        options.server_selection_timeout = Some(cfg.timeout);
+        options.connect_timeout = Some(cfg.timeout);
+        let client =
+            Client::with_options(options).map_err(|e| ApiError::unavailable("database", e))?;
+        Ok(Self::from_client(client, cfg))
+    }
+
+    pub fn from_client(client: Client, cfg: &DatabaseConfig) -> Self {
+        // Every lifecycle step must survive a crash of the server as well as
+        // of the function: acknowledged means journaled on a majority.
+        let durable = WriteConcern::builder()
+            .w(Acknowledgment::Majority)
+            .journal(true)
+            .build();
+        let master = client.database_with_options(
+            &cfg.master_db,
+            DatabaseOptions::builder()
+                .write_concern(durable.clone())
+                .build(),
+        );
+        let tenant = client.database_with_options(
+            &cfg.tenant_db,
+            DatabaseOptions::builder().write_concern(durable).build(),
+        );
+        Self {
+            orgs: master.collection(ORGANIZATIONS),
+            admins: master.collection(ADMINS),
+            attempts: master.collection(LOGIN_ATTEMPTS),
+            outbox: master.collection(OUTBOX),
+            idempotency: master.collection(IDEMPOTENCY),
+            events_enabled: false,
+            throttle: LoginThrottle::default(),
+            client,
+            master,
+            tenant,
+            tenant_db: cfg.tenant_db.clone(),
+            lease: cfg.operation_lease,
+            unique_indexes: OnceCell::new(),
+            expiry_indexes: OnceCell::new(),
+        }
+    }
+
+    /// Records lifecycle events in the outbox (when a bus is configured).
+    pub fn with_events(mut self, enabled: bool) -> Self {
+        self.events_enabled = enabled;
+        self
+    }
+
+    pub fn with_login_throttle(mut self, throttle: LoginThrottle) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn tenant_db(&self) -> &str {
+        &self.tenant_db
+    }
+
+    /// One round trip that establishes a pooled connection (handshake, TLS,
+    /// authentication), so the first request does not pay for it.
+    pub async fn ping(&self) -> Result<(), ApiError> {
+        self.master
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(|_| ())
+            .map_err(db_error)
+    }
+
+    /// Ensures every index, once per execution environment: the unique ones
+    /// first ([`Store::ensure_unique_indexes`]), then those that expire old
+    /// records and find pending events. The create function runs it during
+    /// init (see `Function::indexes_at_start`); the login-throttle and
+    /// idempotency paths before they write records that must expire.
+    /// `createIndexes` is idempotent, so many environments doing this at once
+    /// is harmless.
+    pub async fn ensure_indexes(&self) -> Result<(), ApiError> {
+        self.ensure_unique_indexes().await?;
+        self.expiry_indexes
+            .get_or_try_init(|| async {
+                let ttl = || {
+                    IndexModel::builder()
+                        .keys(doc! { "expires_at": 1 })
+                        .options(
+                            IndexOptions::builder()
+                                .name("expires_at_ttl".to_owned())
+                                .expire_after(Duration::ZERO)
+                                .build(),
+                        )
+                        .build()
+                };
+                self.attempts.create_index(ttl()).await.map_err(db_error)?;
+                self.idempotency
+                    .create_index(ttl())
+                    .await
+                    .map_err(db_error)?;
+                self.outbox
+                    .create_indexes([
+                        ttl(),
+                        IndexModel::builder()
+                            .keys(doc! { "published_at": 1, "available_at": 1 })
+                            .options(IndexOptions::builder().name("pending".to_owned()).build())
+                            .build(),
+                    ])
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Ensures the unique indexes that creates and renames rely on (one name
+    /// per organization, one admin per email), once per execution
+    /// environment: two `createIndexes`, started during init by the functions
+    /// that claim names or emails and awaited just before such a claim.
+    pub async fn ensure_unique_indexes(&self) -> Result<(), ApiError> {
+        self.unique_indexes
+            .get_or_try_init(|| async {
+                let unique = |keys: Document, name: &str| {
+                    IndexModel::builder()
+                        .keys(keys)
+                        .options(
+                            IndexOptions::builder()
+                                .unique(true)
+                                .name(name.to_owned())
+                                .build(),
+                        )
+                        .build()
+                };
+                self.orgs
+                    .create_indexes([
+                        unique(doc! { "names": 1 }, "names_unique"),
+                        unique(doc! { "name": 1 }, "name_unique"),
+                        unique(doc! { "collection_name": 1 }, "collection_name_unique"),
+                    ])
+                    .await
+                    .map_err(db_error)?;
+                self.admins
+                    .create_indexes([
+                        unique(doc! { "email": 1 }, "email_unique"),
+                        IndexModel::builder()
+                            .keys(doc! { "organization_id": 1 })
+                            .options(
+                                IndexOptions::builder()
+                                    .name("organization_id".to_owned())
+                                    .build(),
+                            )
+                            .build(),
+                    ])
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_adds_the_duration_and_saturates() {
+        let t = DateTime::from_millis(1_000);
+        assert_eq!(
+            later(t, Duration::from_millis(1_500)).timestamp_millis(),
+            2_500
+        );
+        assert_eq!(later(t, Duration::MAX).timestamp_millis(), i64::MAX);
+    }
+}
