@@ -21,7 +21,7 @@ WARM="${BENCH_WARM:-1000}"
 SECONDS_PER_ROW="${BENCH_SECONDS:-10}"
 CONNECTIONS="${BENCH_CONNECTIONS:-1 4}"
 OUT="$STATE/bench"
-FUNCTIONS=(login create get rename delete authorizer)
+mapfile -t FUNCTIONS < <(function_names)
 started=$(date +%s)
 
 ensure_venv

@@ -13,6 +13,13 @@ mkdir -p "$STATE"
 PY_TOOLS=(aws-sam-cli==1.170.0 cargo-lambda==1.9.2 ziglang==0.17.1 "moto[server]==5.2.5" schemathesis==4.32.5)
 SECANTUS_VERSION=0.5.3-beta.196
 
+# The functions, one package each under functions/ (tests/template.rs holds
+# that set equal to shared::functions::Function::ALL and to template.yaml).
+function_names() {
+  local dir
+  for dir in "$ROOT"/functions/*/; do basename "$dir"; done
+}
+
 STARTED_PIDS=()
 CLEANUP_DIRS=()
 log() { printf '==> %s\n' "$*" >&2; }

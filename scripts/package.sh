@@ -17,7 +17,7 @@ fi
 cargo lambda build --release "$arch_flag" --output-format zip --workspace --quiet
 
 printf '%-12s %12s %12s   (%s)\n' function binary zip "$target"
-for f in login create get rename delete authorizer; do
+for f in $(function_names); do
   bin="target/$target/release/$f"
   zip="target/lambda/$f/bootstrap.zip"
   printf '%-12s %12s %12s\n' "$f" "$(stat -c %s "$bin" 2>/dev/null || echo ?)" "$(stat -c %s "$zip" 2>/dev/null || echo ?)"

@@ -10,27 +10,7 @@
 use std::fmt;
 use std::time::Duration;
 
-/// The Lambda functions of this service, by package name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Function {
-    Login,
-    Create,
-    Get,
-    Rename,
-    Delete,
-    Authorizer,
-}
-
-/// Which indexes a function ensures during init ([`Function::indexes_at_start`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StartIndexes {
-    /// None: the function only opens its connection (a `ping`).
-    None,
-    /// The unique indexes of organizations and admins.
-    Unique,
-    /// Every index, the expiry and outbox ones included.
-    All,
-}
+pub use crate::functions::{Function, StartIndexes};
 
 /// A group of variables that belong together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,82 +36,6 @@ pub enum Section {
     Provisioning,
     /// What a change of the admin's credentials demands of the caller.
     CredentialChange,
-}
-
-impl Function {
-    pub const ALL: [Function; 6] = [
-        Function::Login,
-        Function::Create,
-        Function::Get,
-        Function::Rename,
-        Function::Delete,
-        Function::Authorizer,
-    ];
-
-    /// The package (and binary) name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Function::Login => "login",
-            Function::Create => "create",
-            Function::Get => "get",
-            Function::Rename => "rename",
-            Function::Delete => "delete",
-            Function::Authorizer => "authorizer",
-        }
-    }
-
-    pub fn sections(self) -> &'static [Section] {
-        use Section::*;
-        match self {
-            Function::Login => &[Logging, Aws, Database, Tokens, Passwords],
-            Function::Create => &[
-                Logging,
-                Aws,
-                Database,
-                Passwords,
-                PasswordPolicy,
-                Limits,
-                Provisioning,
-                Events,
-            ],
-            Function::Get => &[Logging, Aws, Database],
-            Function::Rename => &[
-                Logging,
-                Aws,
-                Database,
-                Tokens,
-                Passwords,
-                PasswordPolicy,
-                CredentialChange,
-                Events,
-            ],
-            Function::Delete => &[Logging, Aws, Database, Tokens, Events],
-            // The database too: a token issued before its admin's last
-            // credential change is refused here as well as by the functions.
-            Function::Authorizer => &[Logging, Aws, Database, Tokens],
-        }
-    }
-
-    /// The indexes the function ensures while it starts, on the connection
-    /// its first request then uses: create all of them (its request spends
-    /// hundreds of milliseconds in bcrypt first), rename the unique ones its
-    /// claim relies on; the others none (a delete claims nothing).
-    pub fn indexes_at_start(self) -> StartIndexes {
-        match self {
-            Function::Create => StartIndexes::All,
-            Function::Rename => StartIndexes::Unique,
-            _ => StartIndexes::None,
-        }
-    }
-
-    /// Every variable this function reads.
-    pub fn env_vars(self) -> Vec<&'static str> {
-        self.sections()
-            .iter()
-            .flat_map(|s| s.vars())
-            .copied()
-            .collect()
-    }
 }
 
 pub const MONGODB_URI: &str = "MONGODB_URI";

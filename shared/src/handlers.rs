@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::auth::{hash_password, needs_rehash, verify_password, Claims, Tokens};
 use crate::domain::{Email, OrgName, Password};
 use crate::error::{ApiError, Conflict};
+use crate::functions::Function;
 use crate::http::{self, error_response, json_response, Organization};
 use crate::store::{AdminDoc, CredentialChange, Idempotent, LoginKeys, NewOrganization};
 use crate::App;
@@ -443,17 +444,15 @@ pub async fn delete(app: &App, req: Request) -> Response<Body> {
 /// in front of the functions; used where one process serves every route
 /// (tests and the crash-test child).
 pub async fn dispatch(app: &App, req: Request) -> Response<Body> {
-    let route = (
-        req.method().as_str().to_owned(),
-        req.uri().path().to_owned(),
-    );
-    match (route.0.as_str(), route.1.as_str()) {
-        ("POST", "/admin/login") => login(app, req).await,
-        ("POST", "/org/create") => create(app, req).await,
-        ("GET", "/org/get") => get(app, req).await,
-        ("PUT", "/org/update") => update(app, req).await,
-        ("DELETE", "/org/delete") => delete(app, req).await,
-        _ => error_response(&ApiError::NotFound("no such route".into())),
+    match Function::for_route(req.method().as_str(), req.uri().path()) {
+        Some(Function::Login) => login(app, req).await,
+        Some(Function::Create) => create(app, req).await,
+        Some(Function::Get) => get(app, req).await,
+        Some(Function::Update) => update(app, req).await,
+        Some(Function::Delete) => delete(app, req).await,
+        Some(Function::Authorizer) | None => {
+            error_response(&ApiError::NotFound("no such route".into()))
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! Every Lambda binary in `functions/*` is a thin `main` that builds an [`App`]
 //! once per execution environment and hands requests to a handler here.
 //!
+//! - [`functions`]: the one table of functions, their routes and sections.
 //! - [`config`]: environment variables, per function, read once.
 //! - [`domain`]: validated names, emails and passwords.
 //! - [`store`]: MongoDB: the master database, tenant collections, and the
@@ -25,6 +26,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod failpoint;
+pub mod functions;
 pub mod handlers;
 pub mod http;
 pub mod provisioning;

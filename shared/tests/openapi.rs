@@ -167,27 +167,10 @@ fn documents_bearer(method: &str, path: &str) -> bool {
 /// what `make run` serves and the schemathesis run of `make test` fuzzes.
 /// Each entry is one line, `"/path" = [{ method = "X", function = "f" }, ..]`.
 fn local_router_routes() -> BTreeSet<(String, String)> {
-    let path = workspace_root().join("Cargo.toml");
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let manifest: toml::Value = text
-        .parse::<toml::Table>()
-        .map(toml::Value::Table)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let router = ["workspace", "metadata", "lambda", "watch", "router"]
-        .iter()
-        .try_fold(&manifest, |v, key| v.get(key))
-        .and_then(toml::Value::as_table)
-        .expect("Cargo.toml has a [workspace.metadata.lambda.watch.router] table");
-    let mut routes = BTreeSet::new();
-    for (route_path, targets) in router {
-        for target in targets.as_array().expect("each route lists its targets") {
-            let method = target
-                .get("method")
-                .and_then(toml::Value::as_str)
-                .unwrap_or_else(|| panic!("Cargo.toml router: {route_path} without a method"));
-            routes.insert((method.to_owned(), route_path.clone()));
-        }
-    }
+    let routes: BTreeSet<(String, String)> = local_router()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect();
     assert!(
         !routes.is_empty(),
         "Cargo.toml has no [workspace.metadata.lambda.watch.router] routes"

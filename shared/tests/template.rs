@@ -31,18 +31,6 @@ use shared::lambda_http::RequestExt;
 use shared::provisioning::{classify, Kind, DETAIL_TYPE};
 use support::workspace_root;
 
-/// The public contract: method, path and the function that serves it.
-const ROUTES: [(&str, &str, Function); 5] = [
-    ("POST", "/admin/login", Function::Login),
-    ("POST", "/org/create", Function::Create),
-    ("GET", "/org/get", Function::Get),
-    ("PUT", "/org/update", Function::Rename),
-    ("DELETE", "/org/delete", Function::Delete),
-];
-
-/// The routes that need a bearer token, and so the gateway authorizer.
-const PROTECTED: [(&str, &str); 2] = [("PUT", "/org/update"), ("DELETE", "/org/delete")];
-
 const SERVERLESS_FUNCTION: &str = "AWS::Serverless::Function";
 const AUTHORIZER_FUNCTION: &str = "AuthorizerFunction";
 const HTTP_API: &str = "HttpApi";
@@ -63,7 +51,7 @@ const CONSUME_QUEUE: [&str; 4] = [
     "sqs:ChangeMessageVisibility",
 ];
 /// The functions that publish lifecycle events (create, rename, delete).
-const PUBLISHERS: [Function; 3] = [Function::Create, Function::Rename, Function::Delete];
+const PUBLISHERS: [Function; 3] = [Function::Create, Function::Update, Function::Delete];
 
 fn template() -> Value {
     let path = workspace_root().join("template.yaml");
@@ -363,13 +351,16 @@ fn every_contract_route_is_served_by_its_function_and_no_other_route_exists() {
         .into_iter()
         .map(|r| (r.method, r.path, r.function))
         .collect();
-    let contract: BTreeSet<(String, String, String)> = ROUTES
-        .iter()
-        .map(|(m, p, f)| (m.to_string(), p.to_string(), f.name().to_owned()))
+    let contract: BTreeSet<(String, String, String)> = Function::routes()
+        .map(|(f, r)| (r.method.to_owned(), r.path.to_owned(), f.name().to_owned()))
         .collect();
 
     assert_eq!(declared, contract);
-    assert_eq!(routes(&t).len(), ROUTES.len(), "a route is declared twice");
+    assert_eq!(
+        routes(&t).len(),
+        contract.len(),
+        "a route is declared twice"
+    );
 }
 
 #[test]
@@ -452,6 +443,16 @@ fn package_name(manifest: &str) -> Option<String> {
         .get("name")?
         .as_str()
         .map(str::to_owned)
+}
+
+#[test]
+fn make_runs_router_in_cargo_toml_sends_each_route_to_its_function_and_nothing_else() {
+    let in_router = support::local_router();
+    let table: BTreeSet<(String, String, String)> = Function::routes()
+        .map(|(f, r)| (r.method.to_owned(), r.path.to_owned(), f.name().to_owned()))
+        .collect();
+
+    assert_eq!(in_router, table);
 }
 
 #[test]
@@ -637,9 +638,9 @@ fn the_authorizer_guards_exactly_the_protected_routes() {
             guarded.insert((route.method, route.path));
         }
     }
-    let protected: BTreeSet<(String, String)> = PROTECTED
-        .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
+    let protected: BTreeSet<(String, String)> = Function::routes()
+        .filter(|(_, r)| r.bearer)
+        .map(|(_, r)| (r.method.to_owned(), r.path.to_owned()))
         .collect();
 
     assert_eq!(guarded, protected);
@@ -1332,11 +1333,10 @@ fn every_route_has_a_fixture_event_that_parses_as_the_request_its_function_recei
             serde_json::from_str::<serde_json::Value>(body)
                 .unwrap_or_else(|e| panic!("{name}: body is not JSON: {e}"));
         }
-        assert!(
-            ROUTES.iter().any(|(m, p, _)| *m == method && *p == path),
-            "{name}: {route_key} is not a contract route"
-        );
-        if PROTECTED.contains(&(method, path)) {
+        let route = Function::for_route(method, path)
+            .and_then(Function::route)
+            .unwrap_or_else(|| panic!("{name}: {route_key} is not a contract route"));
+        if route.bearer {
             let authorization = req
                 .headers()
                 .get("authorization")
@@ -1359,7 +1359,9 @@ fn every_route_has_a_fixture_event_that_parses_as_the_request_its_function_recei
         }
         covered.insert(route_key.to_owned());
     }
-    let contract: BTreeSet<String> = ROUTES.iter().map(|(m, p, _)| format!("{m} {p}")).collect();
+    let contract: BTreeSet<String> = Function::routes()
+        .map(|(_, r)| format!("{} {}", r.method, r.path))
+        .collect();
 
     assert_eq!(covered, contract);
 }
@@ -1378,9 +1380,8 @@ fn the_authorizer_fixture_parses_as_the_request_the_gateway_sends() {
 
         let route_key = event.route_key.as_deref().unwrap_or_default();
         assert!(
-            PROTECTED
-                .iter()
-                .any(|(m, p)| format!("{m} {p}") == route_key),
+            Function::routes()
+                .any(|(_, r)| r.bearer && format!("{} {}", r.method, r.path) == route_key),
             "{name}: the authorizer only runs for protected routes, not {route_key:?}"
         );
         assert_eq!(

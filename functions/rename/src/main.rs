@@ -11,7 +11,7 @@ use shared::{handlers, App};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::start(Function::Rename).await?;
+    let app = App::start(Function::Update).await?;
     run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(handlers::update(app, req).await)
     }))

@@ -445,6 +445,36 @@ pub fn workspace_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// `make run`'s router, `[workspace.metadata.lambda.watch.router]` in the
+/// workspace's Cargo.toml, as (method, path, function) triples.
+pub fn local_router() -> std::collections::BTreeSet<(String, String, String)> {
+    let path = workspace_root().join("Cargo.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let manifest: toml::Value = text
+        .parse::<toml::Table>()
+        .map(toml::Value::Table)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let router = ["workspace", "metadata", "lambda", "watch", "router"]
+        .iter()
+        .try_fold(&manifest, |v, key| v.get(key))
+        .and_then(toml::Value::as_table)
+        .expect("Cargo.toml has a [workspace.metadata.lambda.watch.router] table");
+    let mut routes = std::collections::BTreeSet::new();
+    for (route_path, targets) in router {
+        for target in targets.as_array().expect("each route lists its targets") {
+            let field = |k: &str| {
+                target
+                    .get(k)
+                    .and_then(toml::Value::as_str)
+                    .unwrap_or_else(|| panic!("Cargo.toml router: {route_path} without a {k}"))
+                    .to_owned()
+            };
+            routes.insert((field("method"), route_path.clone(), field("function")));
+        }
+    }
+    routes
+}
+
 /// A free port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,0 +1,171 @@
+//! The one table of the service's functions: each one's package (and binary)
+//! name, the route it serves behind API Gateway, whether that route needs a
+//! bearer token, and the configuration sections it reads. Dispatch
+//! (`handlers::dispatch`), the template test, the check of `make run`'s router
+//! in Cargo.toml, packaging and the benchmarks all read it (the scripts
+//! through `functions/*`, which the template test holds equal to
+//! [`Function::ALL`]). Adding a route is one entry here, its handler, and its
+//! package.
+
+use crate::config::Section;
+
+/// A route of the public contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    /// Whether the route needs a bearer token (and so the gateway authorizer).
+    pub bearer: bool,
+}
+
+/// The Lambda functions of this service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    Login,
+    Create,
+    Get,
+    /// `PUT /org/update`: renames the organization and/or changes its admin's
+    /// credentials. Its package and binary keep the name `rename`: the
+    /// template's `RenameFunction` (and its role, which the bus and key
+    /// policies name) is what deployed stacks know, and renaming it would
+    /// replace the function and its log group.
+    Update,
+    Delete,
+    Authorizer,
+}
+
+/// Which indexes a function ensures during init ([`Function::indexes_at_start`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartIndexes {
+    /// None: the function only opens its connection (a `ping`).
+    None,
+    /// The unique indexes of organizations and admins.
+    Unique,
+    /// Every index, the expiry and outbox ones included.
+    All,
+}
+
+impl Function {
+    pub const ALL: [Function; 6] = [
+        Function::Login,
+        Function::Create,
+        Function::Get,
+        Function::Update,
+        Function::Delete,
+        Function::Authorizer,
+    ];
+
+    /// The package (and binary) name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Login => "login",
+            Function::Create => "create",
+            Function::Get => "get",
+            Function::Update => "rename",
+            Function::Delete => "delete",
+            Function::Authorizer => "authorizer",
+        }
+    }
+
+    /// The route the function serves; the authorizer serves none (the
+    /// gateway calls it before the bearer routes).
+    pub fn route(self) -> Option<Route> {
+        let route = |method, path, bearer| {
+            Some(Route {
+                method,
+                path,
+                bearer,
+            })
+        };
+        match self {
+            Function::Login => route("POST", "/admin/login", false),
+            Function::Create => route("POST", "/org/create", false),
+            Function::Get => route("GET", "/org/get", false),
+            Function::Update => route("PUT", "/org/update", true),
+            Function::Delete => route("DELETE", "/org/delete", true),
+            Function::Authorizer => None,
+        }
+    }
+
+    /// The function serving `method` `path`, if any.
+    pub fn for_route(method: &str, path: &str) -> Option<Function> {
+        Self::ALL.into_iter().find(|f| {
+            f.route()
+                .is_some_and(|r| r.method == method && r.path == path)
+        })
+    }
+
+    /// Every route of the contract, in table order.
+    pub fn routes() -> impl Iterator<Item = (Function, Route)> {
+        Self::ALL
+            .into_iter()
+            .filter_map(|f| f.route().map(|r| (f, r)))
+    }
+
+    pub fn sections(self) -> &'static [Section] {
+        use Section::*;
+        match self {
+            Function::Login => &[Logging, Aws, Database, Tokens, Passwords],
+            Function::Create => &[
+                Logging,
+                Aws,
+                Database,
+                Passwords,
+                PasswordPolicy,
+                Limits,
+                Provisioning,
+                Events,
+            ],
+            Function::Get => &[Logging, Aws, Database],
+            Function::Update => &[
+                Logging,
+                Aws,
+                Database,
+                Tokens,
+                Passwords,
+                PasswordPolicy,
+                CredentialChange,
+                Events,
+            ],
+            Function::Delete => &[Logging, Aws, Database, Tokens, Events],
+            // The database too: a token issued before its admin's last
+            // credential change is refused here as well as by the functions.
+            Function::Authorizer => &[Logging, Aws, Database, Tokens],
+        }
+    }
+
+    /// The indexes the function ensures while it starts, on the connection
+    /// its first request then uses: create all of them (its request spends
+    /// hundreds of milliseconds in bcrypt first), update the unique ones its
+    /// rename claim relies on; the others none (a delete claims nothing).
+    pub fn indexes_at_start(self) -> StartIndexes {
+        match self {
+            Function::Create => StartIndexes::All,
+            Function::Update => StartIndexes::Unique,
+            _ => StartIndexes::None,
+        }
+    }
+
+    /// Every variable this function reads.
+    pub fn env_vars(self) -> Vec<&'static str> {
+        self.sections()
+            .iter()
+            .flat_map(|s| s.vars())
+            .copied()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_is_served_by_one_function() {
+        for (f, r) in Function::routes() {
+            assert_eq!(Function::for_route(r.method, r.path), Some(f));
+        }
+        assert_eq!(Function::for_route("GET", "/admin/login"), None);
+        assert_eq!(Function::routes().count(), 5);
+    }
+}
