@@ -86,6 +86,30 @@ async fn session(app: &App, claims: Claims) -> Result<Session, ApiError> {
     Ok(Session { claims, admin })
 }
 
+/// The organization and admin a token acts for: its session's, or, when
+/// `deleting` (DELETE /org/delete), those of an admin a delete has already
+/// removed: that delete's retry, or a repeat once it is done, is answered
+/// as the delete (finished, or a 404), not as a stale token.
+async fn acting_for(
+    app: &App,
+    claims: &Claims,
+    deleting: bool,
+) -> Result<(ObjectId, ObjectId), ApiError> {
+    let (org_id, admin_id) = (object_id(&claims.org)?, object_id(&claims.sub)?);
+    let store = app.store().await?;
+    match store.session_admin(admin_id, org_id, claims.ver).await {
+        Ok(admin) => Ok((admin.organization_id, admin.id)),
+        Err(stale @ ApiError::Unauthorized(_)) if deleting => {
+            if store.deleted_with_its_admin(org_id, admin_id).await? {
+                Ok((org_id, admin_id))
+            } else {
+                Err(stale)
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The response to a login, and to a credential change (which ends the
 /// session it was made through and opens a new one).
 async fn token_body(
@@ -416,20 +440,8 @@ pub async fn delete(app: &App, req: Request) -> Response<Body> {
             http::query_param(&req, ORGANIZATION_NAME)?,
             app.tenant_db()?,
         )?;
+        let (org_id, admin_id) = acting_for(app, &claims, true).await?;
         let store = app.store().await?;
-        let (org_id, admin_id) = (object_id(&claims.org)?, object_id(&claims.sub)?);
-        match session(app, claims).await {
-            Ok(_) => {}
-            // A delete removes the admin before the rest: its retry (or a
-            // repeat after it finished) comes with a token whose admin is
-            // gone, and is answered as a delete, not as a stale token.
-            Err(stale @ ApiError::Unauthorized(_)) => {
-                if !store.deleted_with_its_admin(org_id, admin_id).await? {
-                    return Err(stale);
-                }
-            }
-            Err(e) => return Err(e),
-        }
         let done = Box::pin(store.delete_org(org_id, admin_id, &name)).await?;
         app.publish_own_events(done.event.as_slice()).await;
         Ok(json_response(
@@ -478,7 +490,10 @@ pub async fn authorize(
                 .and_then(|s| s.first().cloned())
         });
     let mut response = ApiGatewayV2CustomAuthorizerSimpleResponse::default();
-    match authorized(app, authorization.as_deref()).await {
+    let deleting = Function::Delete
+        .route()
+        .is_some_and(|r| event.route_key.as_deref() == Some(&format!("{} {}", r.method, r.path)));
+    match authorized(app, authorization.as_deref(), deleting).await {
         Ok(claims) => {
             response.is_authorized = true;
             response.context = json!({ "admin_id": claims.sub, "organization_id": claims.org });
@@ -492,16 +507,13 @@ pub async fn authorize(
     response
 }
 
-async fn authorized(app: &App, authorization: Option<&str>) -> Result<Claims, ApiError> {
+async fn authorized(
+    app: &App,
+    authorization: Option<&str>,
+    deleting: bool,
+) -> Result<Claims, ApiError> {
     let claims = app.tokens()?.verify_bearer(authorization).await?;
-    let checked = async {
-        app.store()
-            .await?
-            .session_admin(object_id(&claims.sub)?, object_id(&claims.org)?, claims.ver)
-            .await
-    }
-    .await;
-    match checked {
+    match acting_for(app, &claims, deleting).await {
         Ok(_) => Ok(claims),
         Err(err @ ApiError::Unavailable { .. }) => {
             tracing::warn!(error = %crate::error::cause_chain(&err), "session not checked at the gateway; the function will");

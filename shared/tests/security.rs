@@ -366,6 +366,39 @@ async fn the_authorizer_lets_the_function_decide_while_the_database_is_unreachab
     t.drop().await;
 }
 
+#[tokio::test]
+async fn the_authorizer_lets_a_delete_through_whose_admin_that_delete_already_removed() {
+    let t = TestApp::new().await;
+    let (org, token) = t.create_and_login("acme").await;
+    // A delete that removed the admin and then died.
+    let org_id = ObjectId::parse_str(org["organization_id"].as_str().unwrap()).unwrap();
+    t.database()
+        .collection::<mongodb::bson::Document>("organizations")
+        .update_one(
+            doc! {"_id": org_id},
+            doc! {"$set": {"state": "deleting", "pending": {"op_id": ObjectId::new(), "started_at": DateTime::now()}}},
+        )
+        .await
+        .unwrap();
+    t.database()
+        .collection::<mongodb::bson::Document>("admins")
+        .delete_one(doc! {"organization_id": org_id})
+        .await
+        .unwrap();
+
+    let mut retry = authorizer_event(&token);
+    retry.route_key = Some("DELETE /org/delete".into());
+    let gate_delete = handlers::authorize(&t.app, retry).await;
+    let gate_update = handlers::authorize(&t.app, authorizer_event(&token)).await;
+
+    assert!(
+        gate_delete.is_authorized,
+        "the delete's retry reaches the function"
+    );
+    assert!(!gate_update.is_authorized, "nothing else does");
+    t.drop().await;
+}
+
 fn authorizer_event(
     token: &str,
 ) -> shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request {
