@@ -82,6 +82,17 @@ struct LazyStore {
     wanted: AtomicBool,
 }
 
+impl LazyStore {
+    fn new(cfg: DatabaseConfig, secrets: Option<SecretStore>, cell: OnceCell<Store>) -> Self {
+        Self {
+            cfg,
+            secrets,
+            cell,
+            wanted: AtomicBool::new(false),
+        }
+    }
+}
+
 impl App {
     /// Reads the environment for `function` and builds what it needs. Nothing
     /// here waits on the network; [`App::warm`] starts the connection.
@@ -137,12 +148,14 @@ impl App {
                 }
             }
         });
-        let database = config.database.clone().map(|cfg| LazyStore {
-            cfg,
-            secrets,
-            cell: OnceCell::new(),
-            wanted: AtomicBool::new(false),
-        });
+        let database = config
+            .database
+            .clone()
+            .map(|cfg| LazyStore::new(cfg, secrets, OnceCell::new()));
+        Self::assemble(config, database, tokens)
+    }
+
+    fn assemble(config: Config, database: Option<LazyStore>, tokens: Option<Tokens>) -> Self {
         Self {
             config,
             database,
@@ -160,18 +173,11 @@ impl App {
 
     /// An app around an existing store (tests).
     pub fn with_store(config: Config, store: Store, tokens: Option<Tokens>) -> Self {
-        let database = config.database.clone().map(|cfg| LazyStore {
-            cfg,
-            secrets: None,
-            cell: OnceCell::new_with(Some(store)),
-            wanted: AtomicBool::new(false),
-        });
-        Self {
-            config,
-            database,
-            tokens,
-            publisher: None,
-        }
+        let database = config
+            .database
+            .clone()
+            .map(|cfg| LazyStore::new(cfg, None, OnceCell::new_with(Some(store))));
+        Self::assemble(config, database, tokens)
     }
 
     /// The store, connecting on first use. A failure (URI secret unreachable)

@@ -295,6 +295,19 @@ fn with_unreachable_database(t: &TestApp) -> App {
     App::with_secret_store(config, None)
 }
 
+/// Repeats a request that fails (401) until it is throttled (429), each
+/// answer checked against the document.
+async fn until_throttled(route: &mut RouteProbe, t: &TestApp, request: impl Fn() -> Request) {
+    for _ in 0..MAX_FAILED_LOGINS {
+        let r = t.call(request()).await;
+        if r.status == 429 {
+            route.expect(429, r);
+            return;
+        }
+        route.expect(401, r);
+    }
+}
+
 async fn call(app: &App, req: Request) -> Reply {
     reply(shared::handlers::dispatch(app, req).await)
 }
@@ -474,14 +487,7 @@ async fn login_answers_every_documented_status_as_the_document_describes_it() {
     let down = with_unreachable_database(&t);
     route.expect(503, call(&down, login_request(email, PASSWORD)).await);
     // Repeated failures for one email from one address are throttled.
-    for _ in 0..MAX_FAILED_LOGINS {
-        let r = t.call(login_request(email, "wrong-password")).await;
-        if r.status == 429 {
-            route.expect(429, r);
-            break;
-        }
-        route.expect(401, r);
-    }
+    until_throttled(&mut route, &t, || login_request(email, "wrong-password")).await;
 
     route.assert_every_documented_status_was_produced();
     t.drop().await;
@@ -594,14 +600,7 @@ async fn update_answers_every_documented_status_as_the_document_describes_it() {
     route.expect(503, call(&down, update(Some(&token), &rename("x"))).await);
     // Wrong current passwords are throttled like failed logins.
     let guess = json!({"organization_name": "acme-labs", "password": "a-new-strong-passphrase-7", "current_password": "wrong-password"});
-    for _ in 0..MAX_FAILED_LOGINS {
-        let r = t.call(update(Some(&token), &guess)).await;
-        if r.status == 429 {
-            route.expect(429, r);
-            break;
-        }
-        route.expect(401, r);
-    }
+    until_throttled(&mut route, &t, || update(Some(&token), &guess)).await;
 
     route.assert_every_documented_status_was_produced();
     t.drop().await;

@@ -223,29 +223,24 @@ impl Store {
         self.expiry_indexes
             .get_or_try_init(|| async {
                 let ttl = || {
-                    IndexModel::builder()
-                        .keys(doc! { "expires_at": 1 })
-                        .options(
-                            IndexOptions::builder()
-                                .name("expires_at_ttl".to_owned())
-                                .expire_after(Duration::ZERO)
-                                .build(),
-                        )
-                        .build()
+                    index(
+                        doc! { "expires_at": 1 },
+                        "expires_at_ttl",
+                        IndexKind::ExpiresAt,
+                    )
                 };
                 self.attempts.create_index(ttl()).await.map_err(db_error)?;
                 self.idempotency
                     .create_index(ttl())
                     .await
                     .map_err(db_error)?;
+                let pending = index(
+                    doc! { "published_at": 1, "available_at": 1 },
+                    "pending",
+                    IndexKind::Plain,
+                );
                 self.outbox
-                    .create_indexes([
-                        ttl(),
-                        IndexModel::builder()
-                            .keys(doc! { "published_at": 1, "available_at": 1 })
-                            .options(IndexOptions::builder().name("pending".to_owned()).build())
-                            .build(),
-                    ])
+                    .create_indexes([ttl(), pending])
                     .await
                     .map_err(db_error)?;
                 Ok(())
@@ -261,36 +256,26 @@ impl Store {
     pub async fn ensure_unique_indexes(&self) -> Result<(), ApiError> {
         self.unique_indexes
             .get_or_try_init(|| async {
-                let unique = |keys: Document, name: &str| {
-                    IndexModel::builder()
-                        .keys(keys)
-                        .options(
-                            IndexOptions::builder()
-                                .unique(true)
-                                .name(name.to_owned())
-                                .build(),
-                        )
-                        .build()
-                };
                 self.orgs
                     .create_indexes([
-                        unique(doc! { "names": 1 }, "names_unique"),
-                        unique(doc! { "name": 1 }, "name_unique"),
-                        unique(doc! { "collection_name": 1 }, "collection_name_unique"),
+                        index(doc! { "names": 1 }, "names_unique", IndexKind::Unique),
+                        index(doc! { "name": 1 }, "name_unique", IndexKind::Unique),
+                        index(
+                            doc! { "collection_name": 1 },
+                            "collection_name_unique",
+                            IndexKind::Unique,
+                        ),
                     ])
                     .await
                     .map_err(db_error)?;
                 self.admins
                     .create_indexes([
-                        unique(doc! { "email": 1 }, "email_unique"),
-                        IndexModel::builder()
-                            .keys(doc! { "organization_id": 1 })
-                            .options(
-                                IndexOptions::builder()
-                                    .name("organization_id".to_owned())
-                                    .build(),
-                            )
-                            .build(),
+                        index(doc! { "email": 1 }, "email_unique", IndexKind::Unique),
+                        index(
+                            doc! { "organization_id": 1 },
+                            "organization_id",
+                            IndexKind::Plain,
+                        ),
                     ])
                     .await
                     .map_err(db_error)?;
@@ -299,6 +284,24 @@ impl Store {
             .await
             .map(|_| ())
     }
+}
+
+/// What an index does besides finding documents.
+enum IndexKind {
+    Plain,
+    Unique,
+    /// Deletes each document once its `expires_at` has passed (TTL).
+    ExpiresAt,
+}
+
+fn index(keys: Document, name: &str, kind: IndexKind) -> IndexModel {
+    let options = IndexOptions::builder().name(name.to_owned());
+    let options = match kind {
+        IndexKind::Plain => options.build(),
+        IndexKind::Unique => options.unique(true).build(),
+        IndexKind::ExpiresAt => options.expire_after(Duration::ZERO).build(),
+    };
+    IndexModel::builder().keys(keys).options(options).build()
 }
 
 #[cfg(test)]
