@@ -1,0 +1,285 @@
+//! [`App`]: what one execution environment holds across invocations (its
+//! configuration, the MongoDB store connected on first use, the token
+//! service with its key cache, the event publisher) and the warm-up that
+//! starts the slow round trips while the runtime starts.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::OnceCell;
+
+use crate::auth::{KeyProvider, Tokens};
+use crate::config::{Config, ConfigError, DatabaseConfig, Function, SecretSource, StartIndexes};
+use crate::error::ApiError;
+use crate::events::Publisher;
+use crate::secrets::SecretStore;
+use crate::store::Store;
+
+fn report(flushed: Result<crate::events::Flushed, ApiError>) {
+    match flushed {
+        Ok(done) if done.failed > 0 => {
+            tracing::warn!(
+                published = done.published,
+                failed = done.failed,
+                "some lifecycle events are pending"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => e.log(),
+    }
+}
+
+/// What one execution environment holds across invocations: configuration,
+/// the MongoDB client (connected on first use, then reused) and the token
+/// service with its key cache.
+pub struct App {
+    pub config: Config,
+    database: Option<LazyStore>,
+    tokens: Option<Tokens>,
+    publisher: Option<Publisher>,
+}
+
+struct LazyStore {
+    cfg: DatabaseConfig,
+    secrets: Option<SecretStore>,
+    cell: OnceCell<Store>,
+    /// Set once a request has asked for the store: its own first command
+    /// will open the connection, so the warm-up need not.
+    wanted: AtomicBool,
+}
+
+impl LazyStore {
+    fn new(cfg: DatabaseConfig, secrets: Option<SecretStore>, cell: OnceCell<Store>) -> Self {
+        Self {
+            cfg,
+            secrets,
+            cell,
+            wanted: AtomicBool::new(false),
+        }
+    }
+}
+
+impl App {
+    /// Reads the environment for `function` and builds what it needs. Nothing
+    /// here waits on the network; [`App::warm`] starts the connection.
+    pub async fn init(function: Function) -> Result<Self, ConfigError> {
+        let config = Config::from_env(function)?;
+        Self::from_config(config).await
+    }
+
+    /// Builds what `config` asks for; fails only on an unreadable or invalid
+    /// `AWS_CA_BUNDLE`.
+    pub async fn from_config(config: Config) -> Result<Self, ConfigError> {
+        let uses_secrets_manager =
+            |s: &SecretSource| matches!(s, SecretSource::SecretsManager { .. });
+        let needs_secrets = config
+            .database
+            .as_ref()
+            .is_some_and(|d| uses_secrets_manager(&d.uri))
+            || config
+                .tokens
+                .as_ref()
+                .is_some_and(|t| uses_secrets_manager(&t.key));
+        let sdk = if needs_secrets || config.event_bus.is_some() {
+            let extra_roots = match &config.aws_ca_bundle {
+                Some(path) => Some(crate::aws::CaBundle::read(path).map_err(|e| {
+                    ConfigError::new(format!("{}: {e}", crate::config::AWS_CA_BUNDLE))
+                })?),
+                None => None,
+            };
+            Some(
+                crate::aws::load_trusting(config.aws_endpoint_url.as_deref(), extra_roots.as_ref())
+                    .await,
+            )
+        } else {
+            None
+        };
+        let secrets = sdk
+            .as_ref()
+            .filter(|_| needs_secrets)
+            .map(SecretStore::from_sdk);
+        let publisher = match (&sdk, &config.event_bus) {
+            (Some(sdk), Some(bus)) => Some(Publisher::new(sdk, bus)),
+            _ => None,
+        };
+        Ok(Self::with_secret_store(config, secrets).with_publisher(publisher))
+    }
+
+    /// Builds from parts; the tests use it to point at their own endpoints.
+    pub fn with_secret_store(config: Config, secrets: Option<SecretStore>) -> Self {
+        let tokens = config.tokens.as_ref().and_then(|t| {
+            match KeyProvider::from_source(&t.key, secrets.clone(), t.key_cache_ttl) {
+                Ok(keys) => Some(Tokens::new(keys, t)),
+                Err(e) => {
+                    e.log();
+                    None
+                }
+            }
+        });
+        let database = config
+            .database
+            .clone()
+            .map(|cfg| LazyStore::new(cfg, secrets, OnceCell::new()));
+        Self::assemble(config, database, tokens)
+    }
+
+    fn assemble(config: Config, database: Option<LazyStore>, tokens: Option<Tokens>) -> Self {
+        Self {
+            config,
+            database,
+            tokens,
+            publisher: None,
+        }
+    }
+
+    /// Publishes lifecycle events with `publisher` (none: events are not
+    /// recorded at all).
+    pub fn with_publisher(mut self, publisher: Option<Publisher>) -> Self {
+        self.publisher = publisher;
+        self
+    }
+
+    /// An app around an existing store (tests).
+    pub fn with_store(config: Config, store: Store, tokens: Option<Tokens>) -> Self {
+        let database = config
+            .database
+            .clone()
+            .map(|cfg| LazyStore::new(cfg, None, OnceCell::new_with(Some(store))));
+        Self::assemble(config, database, tokens)
+    }
+
+    /// The store, connecting on first use. A failure (URI secret unreachable)
+    /// is a 503 for this request, and the next request tries again.
+    pub async fn store(&self) -> Result<&Store, ApiError> {
+        if let Some(db) = &self.database {
+            db.wanted.store(true, Ordering::Relaxed);
+        }
+        self.connected_store().await
+    }
+
+    /// [`App::store`] without saying that a request wants it (the warm-up).
+    async fn connected_store(&self) -> Result<&Store, ApiError> {
+        let db = self
+            .database
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("this function has no database"))?;
+        db.cell
+            .get_or_try_init(|| async {
+                let uri = match &db.cfg.uri {
+                    SecretSource::Value(uri) => uri.clone(),
+                    SecretSource::SecretsManager { arn } => {
+                        let secrets = db.secrets.as_ref().ok_or_else(|| {
+                            ApiError::internal("no secret store for the MongoDB URI")
+                        })?;
+                        secrets
+                            .current(arn)
+                            .await
+                            .map_err(|e| ApiError::unavailable("database configuration", e))?
+                    }
+                };
+                Ok(Store::connect(&db.cfg, uri.expose())
+                    .await?
+                    .with_events(self.publisher.is_some()))
+            })
+            .await
+    }
+
+    /// Publishes what the outbox holds that is ready (the scheduled flush).
+    /// Never fails the caller: what cannot be published now is retried by a
+    /// later flush.
+    pub async fn flush_events(&self) {
+        if let Some((store, publisher)) = self.event_outlet().await {
+            report(crate::events::flush(store, publisher).await);
+        }
+    }
+
+    /// Publishes the events of operations this request has just finished
+    /// (one `PutEvents`, one update). Never fails the caller: an event not
+    /// sent now stays in the outbox for the scheduled flush.
+    pub async fn publish_own_events(&self, entries: &[crate::events::OutboxEntry]) {
+        if entries.is_empty() {
+            return;
+        }
+        if let Some((store, publisher)) = self.event_outlet().await {
+            report(crate::events::publish_held(store, publisher, entries).await);
+        }
+    }
+
+    /// The outbox's store and the publisher, when events are published at
+    /// all and the store is reachable (its failure is logged).
+    async fn event_outlet(&self) -> Option<(&Store, &Publisher)> {
+        let publisher = self.publisher.as_ref()?;
+        match self.store().await {
+            Ok(store) => Some((store, publisher)),
+            Err(e) => {
+                e.log();
+                None
+            }
+        }
+    }
+
+    fn store_wanted(&self) -> bool {
+        self.database
+            .as_ref()
+            .is_some_and(|db| db.wanted.load(Ordering::Relaxed))
+    }
+
+    /// The tenant database's name, from configuration: names are checked
+    /// against it before anything connects, so a malformed name is a 422
+    /// whatever the state of the database or the secret store.
+    pub fn tenant_db(&self) -> Result<&str, ApiError> {
+        self.database
+            .as_ref()
+            .map(|db| db.cfg.tenant_db.as_str())
+            .ok_or_else(|| ApiError::internal("this function has no database"))
+    }
+
+    pub fn tokens(&self) -> Result<&Tokens, ApiError> {
+        self.tokens
+            .as_ref()
+            .ok_or_else(|| ApiError::unavailable("signing key", "no token configuration"))
+    }
+
+    /// Starts, during init and in the background, the round trips the first
+    /// request would otherwise wait for: the MongoDB handshake (after the URI
+    /// secret, if any) and the signing-key fetch, side by side and overlapping
+    /// the runtime's own start. A request that arrives first waits for the
+    /// same work rather than repeating it; failures are logged and retried by
+    /// requests.
+    pub fn warm(&'static self) {
+        if self.database.is_some() {
+            tokio::spawn(async move {
+                // The first command opens the pooled connection, which the
+                // request then reuses (one connection: `Store::connect`). A
+                // ping is only for that: if a request is already waiting for
+                // the store, its own command opens the connection instead.
+                let connected = match self.connected_store().await {
+                    Ok(store) => match self.config.function.indexes_at_start() {
+                        StartIndexes::All => store.ensure_indexes().await,
+                        StartIndexes::Unique => store.ensure_unique_indexes().await,
+                        StartIndexes::None if self.store_wanted() => Ok(()),
+                        StartIndexes::None => store.ping().await,
+                    },
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = connected {
+                    e.log();
+                }
+            });
+        }
+        if let Some(tokens) = &self.tokens {
+            tokio::spawn(async move {
+                if let Err(e) = tokens.key_provider().keys().await {
+                    e.log();
+                }
+            });
+        }
+    }
+
+    /// Builds the app for `function` from the environment, for the lifetime
+    /// of the process (an execution environment), and starts warming it.
+    pub async fn start(function: Function) -> Result<&'static Self, ConfigError> {
+        let app: &'static Self = Box::leak(Box::new(Self::init(function).await?));
+        app.warm();
+        Ok(app)
+    }
+}
