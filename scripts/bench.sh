@@ -93,6 +93,7 @@ cargo lambda watch --release --ignore-changes -A 127.0.0.1 -P "$API_PORT" \
   --env-var "MONGODB_URI=$MONGODB_URI" \
   --env-var "MASTER_DB=$API_DB" \
   --env-var "JWT_SECRET=$API_KEY" \
+  --env-var "CREATE_LIMIT_PER_SOURCE_PER_HOUR=0" \
   --env-var "RUST_LOG=warn" \
   >"$OUT/api.log" 2>&1 &
 STARTED_PIDS+=("$!")
