@@ -246,6 +246,15 @@ impl App {
     /// same work rather than repeating it; failures are logged and retried by
     /// requests.
     pub fn warm(&'static self) {
+        if self.config.password_min_score > 0
+            && self
+                .config
+                .function
+                .sections()
+                .contains(&crate::config::Section::PasswordPolicy)
+        {
+            tokio::task::spawn_blocking(crate::domain::warm_password_estimator);
+        }
         if self.database.is_some() {
             tokio::spawn(async move {
                 // The first command opens the pooled connection, which the

@@ -274,6 +274,13 @@ impl Password {
     }
 }
 
+/// Builds the password estimator's dictionaries, which zxcvbn does on first
+/// use: called during init, so that the first create or password change of
+/// an execution environment does not wait for it.
+pub fn warm_password_estimator() {
+    let _ = zxcvbn::zxcvbn("warm-up", &[]);
+}
+
 impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Password([redacted])")
