@@ -246,13 +246,7 @@ impl App {
     /// same work rather than repeating it; failures are logged and retried by
     /// requests.
     pub fn warm(&'static self) {
-        if self.config.password_min_score > 0
-            && self
-                .config
-                .function
-                .sections()
-                .contains(&crate::config::Section::PasswordPolicy)
-        {
+        if self.config.password_min_score > 0 && self.config.function.warms_password_estimator() {
             tokio::task::spawn_blocking(crate::domain::warm_password_estimator);
         }
         if self.database.is_some() {
