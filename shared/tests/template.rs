@@ -6,8 +6,11 @@
 //! the provisioning paths into the create function (EventBridge rule, SQS
 //! queue, schedule) each with its dead-letter queue, the queue's event source
 //! mapping and the queue permissions it needs (on that queue alone, where a
-//! SAM `SQS` event would attach a managed policy for every queue), and
-//! fixture events that parse as the events the functions receive.
+//! SAM `SQS` event would attach a managed policy for every queue), the purge
+//! function's hourly schedule and its narrow role, the gateway throttle on
+//! the public routes that run bcrypt (restore among them), the retention only
+//! the delete function reads, and fixture events that parse as the events the
+//! functions receive.
 //!
 //! CloudFormation short tags (`!Ref`, `!GetAtt`, `!Sub`) arrive from
 //! `serde_yaml` as `Value::Tagged`; [`intrinsic`] reads them and the long
@@ -23,7 +26,7 @@ use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use shared::aws_lambda_events::eventbridge::EventBridgeEvent;
 use shared::aws_lambda_events::sqs::SqsEvent;
 use shared::config::{
-    Config, Function, Section, EVENT_BUS_NAME, JWT_SECRET_ARN, LOCAL_ONLY_VARS,
+    Config, Function, Section, EVENT_BUS_NAME, JWT_SECRET, JWT_SECRET_ARN, LOCAL_ONLY_VARS,
     MONGODB_URI_SECRET_ARN, OPERATION_LEASE_SECS, PROVISIONING_ALLOW_PLAINTEXT,
 };
 use shared::lambda_http::request::RequestContext;
@@ -50,8 +53,23 @@ const CONSUME_QUEUE: [&str; 4] = [
     "sqs:GetQueueAttributes",
     "sqs:ChangeMessageVisibility",
 ];
-/// The functions that publish lifecycle events (create, rename, delete).
-const PUBLISHERS: [Function; 3] = [Function::Create, Function::Update, Function::Delete];
+/// The functions that publish lifecycle events (create, rename, delete,
+/// restore, purge).
+const PUBLISHERS: [Function; 5] = [
+    Function::Create,
+    Function::Update,
+    Function::Delete,
+    Function::Restore,
+    Function::Purge,
+];
+/// How many days a deleted organization is kept before the purge; read by
+/// the delete function alone.
+const DELETED_RETENTION_DAYS: &str = "DELETED_RETENTION_DAYS";
+/// The template parameter behind it.
+const RETENTION_PARAMETER: &str = "DeletedRetentionDays";
+/// The lifecycle events of soft delete, which must not provision either.
+const RESTORED: &str = "OrganizationRestored";
+const PURGED: &str = "OrganizationPurged";
 
 fn template() -> Value {
     let path = workspace_root().join("template.yaml");
@@ -646,6 +664,106 @@ fn the_authorizer_guards_exactly_the_protected_routes() {
     assert_eq!(guarded, protected);
 }
 
+/// A route's own `RouteSettings` on the HTTP API, or `Value::Null`.
+fn route_settings<'a>(t: &'a Value, method: &str, path: &str) -> &'a Value {
+    let key = format!("{method} {path}");
+    at(
+        t,
+        &["Resources", HTTP_API, "Properties", "RouteSettings", &key],
+    )
+}
+
+/// The burst and rate limits of a `RouteSettings` or `DefaultRouteSettings`.
+fn throttle(settings: &Value, what: &str) -> (f64, f64) {
+    let limit = |key: &str| {
+        at(settings, &[key])
+            .as_f64()
+            .unwrap_or_else(|| panic!("{what}: {key} is not a number: {settings:?}"))
+    };
+    (limit("ThrottlingBurstLimit"), limit("ThrottlingRateLimit"))
+}
+
+#[test]
+fn every_public_route_that_runs_bcrypt_has_its_own_throttle_below_the_default() {
+    let t = template();
+    let (default_burst, default_rate) = throttle(
+        at(
+            &t,
+            &["Resources", HTTP_API, "Properties", "DefaultRouteSettings"],
+        ),
+        "DefaultRouteSettings",
+    );
+
+    // Without a token, each request buys a bcrypt hash or verify: the
+    // gateway must cap them more tightly than the rest.
+    let mut throttled = BTreeSet::new();
+    for (f, r) in
+        Function::routes().filter(|(f, r)| !r.bearer && f.sections().contains(&Section::Passwords))
+    {
+        let what = format!("{} {} ({})", r.method, r.path, f.name());
+        let own = route_settings(&t, r.method, r.path);
+        assert!(!own.is_null(), "{what} needs its own RouteSettings");
+        let (burst, rate) = throttle(own, &what);
+        assert!(
+            burst < default_burst && rate < default_rate,
+            "{what}: {burst}/{rate} must be below the default {default_burst}/{default_rate}"
+        );
+        throttled.insert(f.name());
+    }
+    for f in [Function::Login, Function::Create, Function::Restore] {
+        assert!(
+            throttled.contains(f.name()),
+            "{} is a public bcrypt route: {throttled:?}",
+            f.name()
+        );
+    }
+}
+
+#[test]
+fn the_restore_route_is_public_and_throttled_no_looser_than_login() {
+    let t = template();
+    let restore = Function::Restore
+        .route()
+        .expect("the restore function serves a route");
+    assert!(
+        !restore.bearer,
+        "a deleted organization's admin has no token to show"
+    );
+
+    let declared: Vec<Route> = routes(&t)
+        .into_iter()
+        .filter(|r| r.function == Function::Restore.name())
+        .collect();
+    assert_eq!(declared.len(), 1, "one route on RestoreFunction");
+    assert_eq!(declared[0].method, restore.method);
+    assert_eq!(declared[0].path, restore.path);
+    // The HTTP API's default authorizer guards every route that does not
+    // opt out: restore must say NONE, as login and create do.
+    assert_eq!(
+        at(&declared[0].auth, &["Authorizer"]).as_str(),
+        Some("NONE"),
+        "{} {}: no authorizer",
+        restore.method,
+        restore.path
+    );
+
+    let login = Function::Login.route().expect("the login route");
+    let (login_burst, login_rate) = throttle(
+        route_settings(&t, login.method, login.path),
+        "the login route",
+    );
+    let own = route_settings(&t, restore.method, restore.path);
+    assert!(
+        !own.is_null(),
+        "the restore route has its own RouteSettings"
+    );
+    let (burst, rate) = throttle(own, "the restore route");
+    assert!(
+        burst <= login_burst && rate <= login_rate,
+        "restore {burst}/{rate} is looser than login {login_burst}/{login_rate}"
+    );
+}
+
 #[test]
 fn no_iam_statement_allows_every_action_or_every_resource() {
     let t = template();
@@ -761,14 +879,16 @@ fn each_function_is_granted_only_what_its_configuration_and_its_queue_mapping_na
 }
 
 #[test]
-fn only_create_rename_and_delete_may_put_events_and_only_on_the_service_bus() {
+fn only_the_publishing_functions_may_put_events_and_only_on_the_service_bus() {
     let t = template();
-    let publishers: Vec<Function> = Function::ALL
+    let publishers: BTreeSet<&str> = Function::ALL
         .into_iter()
         .filter(|f| f.sections().contains(&Section::Events))
+        .map(Function::name)
         .collect();
     assert_eq!(
-        publishers, PUBLISHERS,
+        publishers,
+        BTreeSet::from(PUBLISHERS.map(Function::name)),
         "the functions that read {EVENT_BUS_NAME}"
     );
 
@@ -977,13 +1097,15 @@ fn seconds(value: &Value, default: u64, what: &str) -> u64 {
 }
 
 #[test]
-fn only_the_create_function_takes_events_besides_http_routes_through_sam_events_or_the_queue_mapping(
+fn only_the_create_and_purge_functions_take_events_besides_http_routes_through_sam_events_or_the_queue_mapping(
 ) {
     let t = template();
     // Not `SQS`: SAM would attach the managed AWSLambdaSQSQueueExecutionRole
     // (receive and delete on every queue in the account); the queue comes
     // in through the mapping written out below instead.
     let provisioning: BTreeSet<&str> = ["EventBridgeRule", "Schedule", "ScheduleV2"].into();
+    // The purge function runs on its schedule and nothing else.
+    let purging: BTreeSet<&str> = ["Schedule", "ScheduleV2"].into();
 
     for (id, r) in resources_of_type(&t, SERVERLESS_FUNCTION) {
         let Some(events) = at(r, &["Properties", "Events"]).as_mapping() else {
@@ -999,13 +1121,16 @@ fn only_the_create_function_takes_events_besides_http_routes_through_sam_events_
                 "{id}.{name:?}: a SAM SQS event attaches AWSLambdaSQSQueueExecutionRole \
                  (every queue); write an {EVENT_SOURCE_MAPPING} and an inline statement"
             );
-            // Only the create binary dispatches on the event's shape.
-            assert_eq!(
-                id,
-                logical_id(Function::Create),
-                "{id}.{name:?}: a {ty} event"
-            );
-            assert!(provisioning.contains(ty), "{id}.{name:?}: a {ty} event");
+            // Only the create binary dispatches on the event's shape; the
+            // purge binary takes its schedule.
+            let allowed = if id == logical_id(Function::Create) {
+                &provisioning
+            } else if id == logical_id(Function::Purge) {
+                &purging
+            } else {
+                panic!("{id}.{name:?}: a {ty} event on a function that takes only its route")
+            };
+            assert!(allowed.contains(ty), "{id}.{name:?}: a {ty} event");
         }
     }
     // Written out by hand, these would bypass the checks on the SAM events.
@@ -1047,6 +1172,8 @@ fn the_provisioning_rule_sends_create_organization_requests_on_the_bus_to_the_cr
         shared::events::CREATED,
         shared::events::RENAMED,
         shared::events::DELETED,
+        RESTORED,
+        PURGED,
     ] {
         assert_ne!(
             published, DETAIL_TYPE,
@@ -1288,6 +1415,61 @@ fn a_schedule_on_the_create_function_sends_the_event_that_flushes_the_outbox() {
 }
 
 #[test]
+fn a_schedule_runs_the_purge_function_every_hour_and_nothing_else_invokes_it() {
+    let t = template();
+    assert!(
+        Function::Purge.route().is_none(),
+        "the purge function serves no route"
+    );
+    let events = mapping(
+        at(
+            function_resource(&t, Function::Purge),
+            &["Properties", "Events"],
+        ),
+        "PurgeFunction Events",
+    );
+    assert_eq!(events.len(), 1, "PurgeFunction has one event: {events:?}");
+    let schedules = events_of_type(&t, Function::Purge, "Schedule");
+    assert_eq!(
+        schedules.len(),
+        1,
+        "PurgeFunction's event is an EventBridge schedule rule"
+    );
+    let (name, schedule) = schedules[0];
+
+    assert_eq!(
+        at(schedule, &["Schedule"]).as_str(),
+        Some("rate(1 hour)"),
+        "{name}"
+    );
+    assert!(
+        at(schedule, &["Enabled"]).as_bool() != Some(false)
+            && at(schedule, &["State"]).as_str().unwrap_or("ENABLED") == "ENABLED",
+        "{name} is enabled"
+    );
+    // The function receives the "Scheduled Event" itself.
+    assert!(at(schedule, &["Input"]).is_null(), "{name}: no Input");
+
+    // It drops collections in batches: no function here has longer.
+    let timeout = |f: Function| {
+        function_property(&t, f, "Timeout")
+            .as_u64()
+            .unwrap_or_else(|| panic!("{}: Timeout", f.name()))
+    };
+    let longest_other = Function::ALL
+        .into_iter()
+        .filter(|f| *f != Function::Purge)
+        .map(timeout)
+        .max()
+        .expect("there are other functions");
+    assert!(
+        timeout(Function::Purge) >= longest_other,
+        "PurgeFunction Timeout {} s < {longest_other} s",
+        timeout(Function::Purge)
+    );
+}
+
+#[test]
 fn every_route_has_a_fixture_event_that_parses_as_the_request_its_function_receives() {
     let mut covered = BTreeSet::new();
 
@@ -1489,6 +1671,42 @@ fn the_provisioning_fixtures_parse_as_the_events_the_create_function_receives() 
     }
 }
 
+#[test]
+fn every_schedule_has_a_fixture_naming_its_rule() {
+    let t = template();
+    // SAM names the rule of a Schedule event <function logical id><event
+    // name>; the deployed rule is <stack>-<that>-<suffix>.
+    let mut rules = BTreeSet::new();
+    for f in Function::ALL {
+        for (name, _) in events_of_type(&t, f, "Schedule") {
+            rules.insert(format!("{}{name}", logical_id(f)));
+        }
+    }
+    assert!(!rules.is_empty(), "the template has schedules");
+
+    let mut named = BTreeSet::new();
+    for (file, json, _) in read_events() {
+        if classify(&json) != Kind::Schedule {
+            continue;
+        }
+        let resources = json["resources"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{file}: no resources"));
+        assert_eq!(resources.len(), 1, "{file}: the one rule that fired");
+        let arn = resources[0].as_str().unwrap_or_default();
+        let rule = rules
+            .iter()
+            .find(|rule| arn.contains(&format!("-{rule}-")))
+            .unwrap_or_else(|| panic!("{file}: {arn} is none of the rules {rules:?}"));
+        assert!(
+            named.insert(rule.clone()),
+            "{file}: {rule} has two fixtures"
+        );
+    }
+
+    assert_eq!(named, rules, "a fixture for every schedule");
+}
+
 /// Fails if the template declares a resource of any of `types`.
 fn assert_no_resources_of_types(t: &Value, types: &[&str]) {
     for other in types {
@@ -1673,6 +1891,92 @@ fn only_the_functions_that_sign_or_verify_tokens_may_read_the_signing_key() {
 }
 
 #[test]
+fn neither_the_restore_nor_the_purge_function_may_read_the_signing_key() {
+    let t = template();
+    let mut found = Vec::new();
+    statements(
+        at(
+            &t,
+            &[
+                "Resources",
+                "JwtSigningKeyPolicy",
+                "Properties",
+                "ResourcePolicy",
+            ],
+        ),
+        &mut found,
+    );
+    assert!(!found.is_empty(), "the signing key has a resource policy");
+    let exempt: BTreeSet<String> = found.iter().flat_map(exempt_principals).collect();
+
+    for f in [Function::Restore, Function::Purge] {
+        assert!(
+            !exempt.contains(&role_arn(f)),
+            "{}: the key's policy must not let {} read it",
+            f.name(),
+            role_arn(f)
+        );
+        let env = environment(&t, f);
+        for var in [JWT_SECRET_ARN, JWT_SECRET] {
+            assert!(!env.contains_key(var), "{}: {var}", f.name());
+        }
+        assert!(
+            !grants(&t, f)
+                .iter()
+                .any(|(action, resource)| action == READ_SECRET && resource == "JwtSigningKey"),
+            "{}: no grant on the signing key",
+            f.name()
+        );
+    }
+}
+
+#[test]
+fn the_purge_function_may_only_read_the_database_secret_and_publish_as_the_service() {
+    let t = template();
+    let env = environment(&t, Function::Purge);
+    let database = ref_target(&env[MONGODB_URI_SECRET_ARN])
+        .expect("MONGODB_URI_SECRET_ARN is !Ref the secret's parameter");
+    assert_eq!(database, "MongoUriSecretArn");
+    let bus = the_bus(&t);
+
+    assert_eq!(
+        grants(&t, Function::Purge),
+        BTreeSet::from([
+            (READ_SECRET.to_owned(), database.to_owned()),
+            (PUT_EVENTS.to_owned(), format!("{bus}.Arn")),
+        ]),
+        "PurgeFunction: the MongoDB URI secret and the bus, nothing else"
+    );
+    let mut found = Vec::new();
+    statements(
+        at(
+            function_resource(&t, Function::Purge),
+            &["Properties", "Policies"],
+        ),
+        &mut found,
+    );
+    assert_eq!(found.len(), 2, "two statements: {found:?}");
+    for s in &found {
+        assert!(
+            one_or_many(at(s, &["Action"])).len() == 1
+                && one_or_many(at(s, &["Resource"])).len() == 1,
+            "one action on one resource per statement: {s:?}"
+        );
+        if at(s, &["Action"]).as_str() == Some(PUT_EVENTS) {
+            assert_eq!(
+                at(s, &["Condition", "StringEquals", "events:source"]).as_str(),
+                Some(shared::events::SOURCE),
+                "PutEvents only as the service's source: {s:?}"
+            );
+        }
+    }
+    assert!(
+        function_property(&t, Function::Purge, "Role").is_null(),
+        "PurgeFunction gets its role from SAM, with these Policies alone"
+    );
+}
+
+#[test]
 fn the_template_allows_no_bcrypt_cost_above_what_the_service_verifies() {
     let t = template();
     let env = environment(&t, Function::Login);
@@ -1681,4 +1985,44 @@ fn the_template_allows_no_bcrypt_cost_above_what_the_service_verifies() {
         at(&t, &["Parameters", parameter, "MaxValue"]).as_u64(),
         Some(u64::from(shared::config::MAX_BCRYPT_COST))
     );
+}
+
+#[test]
+fn only_the_delete_function_reads_the_retention_and_from_its_parameter() {
+    let t = template();
+
+    for f in Function::ALL {
+        let env = environment(&t, f);
+        let value = env.get(DELETED_RETENTION_DAYS);
+        if f == Function::Delete {
+            assert_eq!(
+                value.and_then(ref_target),
+                Some(RETENTION_PARAMETER),
+                "{}: {DELETED_RETENTION_DAYS} is !Ref {RETENTION_PARAMETER}",
+                f.name()
+            );
+        } else {
+            assert!(
+                value.is_none(),
+                "{}: only the delete function reads {DELETED_RETENTION_DAYS}",
+                f.name()
+            );
+        }
+    }
+
+    let parameter = at(&t, &["Parameters", RETENTION_PARAMETER]);
+    assert_eq!(at(parameter, &["Type"]).as_str(), Some("Number"));
+    assert_eq!(
+        at(parameter, &["MinValue"]).as_u64(),
+        Some(0),
+        "0 keeps the immediate removal"
+    );
+    let default = at(parameter, &["Default"])
+        .as_u64()
+        .expect("a numeric Default");
+    let max = at(parameter, &["MaxValue"])
+        .as_u64()
+        .expect("a numeric MaxValue");
+    assert!(default > 0, "soft delete unless the stack turns it off");
+    assert!(default <= max, "Default {default} above MaxValue {max}");
 }
