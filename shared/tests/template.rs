@@ -26,8 +26,8 @@ use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use shared::aws_lambda_events::eventbridge::EventBridgeEvent;
 use shared::aws_lambda_events::sqs::SqsEvent;
 use shared::config::{
-    Config, Function, Section, EVENT_BUS_NAME, JWT_SECRET, JWT_SECRET_ARN, LOCAL_ONLY_VARS,
-    MONGODB_URI_SECRET_ARN, OPERATION_LEASE_SECS, PROVISIONING_ALLOW_PLAINTEXT,
+    Config, Function, Section, DELETED_RETENTION_DAYS, EVENT_BUS_NAME, JWT_SECRET, JWT_SECRET_ARN,
+    LOCAL_ONLY_VARS, MONGODB_URI_SECRET_ARN, OPERATION_LEASE_SECS, PROVISIONING_ALLOW_PLAINTEXT,
 };
 use shared::lambda_http::request::RequestContext;
 use shared::lambda_http::RequestExt;
@@ -62,10 +62,8 @@ const PUBLISHERS: [Function; 5] = [
     Function::Restore,
     Function::Purge,
 ];
-/// How many days a deleted organization is kept before the purge; read by
-/// the delete function alone.
-const DELETED_RETENTION_DAYS: &str = "DELETED_RETENTION_DAYS";
-/// The template parameter behind it.
+/// The template parameter behind `DELETED_RETENTION_DAYS`, which the delete
+/// function alone reads.
 const RETENTION_PARAMETER: &str = "DeletedRetentionDays";
 /// The lifecycle events of soft delete, which must not provision either.
 const RESTORED: &str = "OrganizationRestored";
