@@ -14,6 +14,11 @@ use crate::events::Publisher;
 use crate::secrets::SecretStore;
 use crate::store::Store;
 
+/// How many deleted organizations one purge run removes, and how many
+/// records of interrupted operations it settles: each removal drops a
+/// collection, and the hourly schedule goes on with the rest.
+pub const PURGE_BATCH: usize = 50;
+
 fn report(flushed: Result<crate::events::Flushed, ApiError>) {
     match flushed {
         Ok(done) if done.failed > 0 => {
@@ -181,6 +186,19 @@ impl App {
                     .with_events(self.publisher.is_some()))
             })
             .await
+    }
+
+    /// One purge run ([`Store::purge_due`]), its events published.
+    pub async fn purge(&self) -> Result<crate::store::PurgeReport, ApiError> {
+        let report = self.store().await?.purge_due(PURGE_BATCH).await?;
+        self.publish_own_events(&report.events).await;
+        tracing::info!(
+            purged = report.purged,
+            settled = report.settled,
+            more = report.more,
+            "purge run"
+        );
+        Ok(report)
     }
 
     /// Publishes what the outbox holds that is ready (the scheduled flush).

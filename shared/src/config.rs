@@ -36,6 +36,8 @@ pub enum Section {
     Provisioning,
     /// What a change of the admin's credentials demands of the caller.
     CredentialChange,
+    /// How long a deleted organization can be restored.
+    Deletion,
 }
 
 pub const MONGODB_URI: &str = "MONGODB_URI";
@@ -65,6 +67,9 @@ pub const PROVISIONING_ALLOW_PLAINTEXT: &str = "PROVISIONING_ALLOW_PLAINTEXT";
 /// How recently a token must have been issued for it alone to change the
 /// admin's email or password (older: log in again, or give `current_password`).
 pub const CREDENTIAL_CHANGE_MAX_TOKEN_AGE_SECS: &str = "CREDENTIAL_CHANGE_MAX_TOKEN_AGE_SECS";
+/// For how many days a deleted organization can be restored before the
+/// purge removes it (0: a delete removes it at once).
+pub const DELETED_RETENTION_DAYS: &str = "DELETED_RETENTION_DAYS";
 /// A PEM file of certificate authorities the AWS clients trust besides the
 /// built-in Amazon Trust Services roots (an emulator or proxy with its own
 /// CA); the name the other AWS SDKs and the CLI use.
@@ -115,6 +120,7 @@ impl Section {
             Section::Limits => &[MAX_ORGANIZATIONS, CREATE_LIMIT_PER_SOURCE_PER_HOUR],
             Section::Provisioning => &[PROVISIONING_ALLOW_PLAINTEXT],
             Section::CredentialChange => &[CREDENTIAL_CHANGE_MAX_TOKEN_AGE_SECS],
+            Section::Deletion => &[DELETED_RETENTION_DAYS],
         }
     }
 }
@@ -198,6 +204,8 @@ pub struct Config {
     pub provisioning_plaintext: bool,
     /// The age past which a token alone no longer changes credentials.
     pub credential_change_max_token_age: Duration,
+    /// How long a deleted organization stays restorable; none, not at all.
+    pub deleted_retention: Option<Duration>,
     /// Where lifecycle events go; none configured, none are recorded.
     pub event_bus: Option<String>,
     /// The path of extra certificate authorities for the AWS clients.
@@ -226,6 +234,7 @@ pub const DEFAULT_PASSWORD_MIN_SCORE: u8 = 3;
 pub const DEFAULT_MAX_ORGANIZATIONS: u64 = 10_000;
 pub const DEFAULT_CREATE_LIMIT_PER_SOURCE_PER_HOUR: u64 = 20;
 pub const DEFAULT_CREDENTIAL_CHANGE_MAX_TOKEN_AGE: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_DELETED_RETENTION_DAYS: u64 = 30;
 /// HS256 wants a key at least as long as its 256-bit output (RFC 7518 3.2).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -356,6 +365,18 @@ impl Config {
             DEFAULT_CREDENTIAL_CHANGE_MAX_TOKEN_AGE
         };
 
+        let deleted_retention = if sections.contains(&Section::Deletion) {
+            let days = number(
+                DELETED_RETENTION_DAYS,
+                var,
+                DEFAULT_DELETED_RETENTION_DAYS,
+                0..=3_650,
+            )?;
+            Some(Duration::from_secs(days * 86_400)).filter(|d| !d.is_zero())
+        } else {
+            None
+        };
+
         let event_bus = if sections.contains(&Section::Events) {
             var(EVENT_BUS_NAME)
         } else {
@@ -377,6 +398,7 @@ impl Config {
             limits,
             provisioning_plaintext,
             credential_change_max_token_age,
+            deleted_retention,
             event_bus,
             aws_ca_bundle,
             aws_endpoint_url,

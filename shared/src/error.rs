@@ -20,6 +20,9 @@ type Source = Box<dyn StdError + Send + Sync + 'static>;
 pub enum Conflict {
     /// Another organization holds the name.
     NameTaken { name: String },
+    /// A restore's old name has been taken since the delete, and the request
+    /// names no other.
+    RestoreNameTaken { name: String },
     /// Another admin has the email.
     EmailTaken,
     /// A create, rename or delete of the organization is under way
@@ -35,6 +38,7 @@ impl Conflict {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NameTaken { .. } => "organization_exists",
+            Self::RestoreNameTaken { .. } => "restore_name_taken",
             Self::EmailTaken => "email_taken",
             Self::InProgress { .. } => "operation_in_progress",
             Self::IdempotencyInProgress => "idempotency_in_progress",
@@ -47,6 +51,10 @@ impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NameTaken { name } => write!(f, "organization name '{name}' is taken"),
+            Self::RestoreNameTaken { name } => write!(
+                f,
+                "organization name '{name}' has been taken since the delete; give new_organization_name"
+            ),
             Self::EmailTaken => f.write_str("an admin with this email already exists"),
             Self::InProgress { name, doing } => {
                 write!(f, "organization '{name}' is {doing}; retry shortly")
@@ -110,6 +118,12 @@ impl ApiError {
             what,
             source: source.into(),
         }
+    }
+
+    /// A restore's one answer for credentials that match no deleted
+    /// organization, an organization never deleted, and one purged.
+    pub fn no_deleted_organization() -> Self {
+        Self::NotFound("no deleted organization matches these credentials".into())
     }
 
     pub fn internal(source: impl Into<Source>) -> Self {

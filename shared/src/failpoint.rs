@@ -1,4 +1,5 @@
-//! Named points between the steps of create, rename and delete where a test can
+//! Named points between the steps of create, rename, delete, restore and
+//! purge where a test can
 //! make the process die abruptly, as a Lambda killed at its timeout would.
 //!
 //! Compiled in only with the `failpoints` feature, which no release build
@@ -17,6 +18,17 @@ pub const ALL: &[&str] = &[
     "delete:after_mark",
     "delete:after_admins",
     "delete:after_drop",
+    "soft_delete:after_record",
+    "soft_delete:after_admins",
+    "soft_delete:after_hold",
+    "soft_delete:after_org_removed",
+    "restore:after_claim",
+    "restore:after_org_insert",
+    "restore:after_admin_insert",
+    "restore:after_collection",
+    "restore:after_activate",
+    "purge:after_claim",
+    "purge:after_drop",
 ];
 
 pub const ENV: &str = "ORG_FAILPOINT";

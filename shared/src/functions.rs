@@ -31,6 +31,11 @@ pub enum Function {
     /// replace the function and its log group.
     Update,
     Delete,
+    /// `POST /org/restore`: brings a deleted organization back.
+    Restore,
+    /// No route: an hourly schedule removes deleted organizations past their
+    /// retention.
+    Purge,
     Authorizer,
 }
 
@@ -46,12 +51,14 @@ pub enum StartIndexes {
 }
 
 impl Function {
-    pub const ALL: [Function; 6] = [
+    pub const ALL: [Function; 8] = [
         Function::Login,
         Function::Create,
         Function::Get,
         Function::Update,
         Function::Delete,
+        Function::Restore,
+        Function::Purge,
         Function::Authorizer,
     ];
 
@@ -63,12 +70,15 @@ impl Function {
             Function::Get => "get",
             Function::Update => "rename",
             Function::Delete => "delete",
+            Function::Restore => "restore",
+            Function::Purge => "purge",
             Function::Authorizer => "authorizer",
         }
     }
 
     /// The route the function serves; the authorizer serves none (the
-    /// gateway calls it before the bearer routes).
+    /// gateway calls it before the bearer routes), nor does the purge (a
+    /// schedule invokes it).
     pub fn route(self) -> Option<Route> {
         let route = |method, path, bearer| {
             Some(Route {
@@ -83,7 +93,8 @@ impl Function {
             Function::Get => route("GET", "/org/get", false),
             Function::Update => route("PUT", "/org/update", true),
             Function::Delete => route("DELETE", "/org/delete", true),
-            Function::Authorizer => None,
+            Function::Restore => route("POST", "/org/restore", false),
+            Function::Purge | Function::Authorizer => None,
         }
     }
 
@@ -127,7 +138,9 @@ impl Function {
                 CredentialChange,
                 Events,
             ],
-            Function::Delete => &[Logging, Aws, Database, Tokens, Events],
+            Function::Delete => &[Logging, Aws, Database, Tokens, Events, Deletion],
+            Function::Restore => &[Logging, Aws, Database, Passwords, Events],
+            Function::Purge => &[Logging, Aws, Database, Events],
             // The database too: a token issued before its admin's last
             // credential change is refused here as well as by the functions.
             Function::Authorizer => &[Logging, Aws, Database, Tokens],
@@ -175,6 +188,6 @@ mod tests {
             assert_eq!(Function::for_route(r.method, r.path), Some(f));
         }
         assert_eq!(Function::for_route("GET", "/admin/login"), None);
-        assert_eq!(Function::routes().count(), 5);
+        assert_eq!(Function::routes().count(), 6);
     }
 }

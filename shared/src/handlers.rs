@@ -26,6 +26,7 @@ const ORGANIZATION_NAME: &str = "organization_name";
 const EMAIL: &str = "email";
 const PASSWORD: &str = "password";
 const CURRENT_PASSWORD: &str = "current_password";
+const NEW_ORGANIZATION_NAME: &str = "new_organization_name";
 
 /// Runs one route's logic inside a span that carries the request id, and maps
 /// its outcome to a response.
@@ -442,7 +443,9 @@ pub async fn delete(app: &App, req: Request) -> Response<Body> {
         )?;
         let (org_id, admin_id) = acting_for(app, &claims, true).await?;
         let store = app.store().await?;
-        let done = Box::pin(store.delete_org(org_id, admin_id, &name)).await?;
+        let done =
+            Box::pin(store.delete_org(org_id, admin_id, &name, app.config.deleted_retention))
+                .await?;
         app.publish_own_events(done.event.as_slice()).await;
         Ok(json_response(
             200,
@@ -452,17 +455,71 @@ pub async fn delete(app: &App, req: Request) -> Response<Body> {
     .await
 }
 
+/// POST /org/restore `{organization_name, email, password,
+/// new_organization_name?}` → 200 org: brings back an organization deleted
+/// within `DELETED_RETENTION_DAYS`, proven by its former admin's credentials
+/// (its tokens ended with the delete), throttled as a login is and counted
+/// with it. Under its old name, or `new_organization_name` when the old one
+/// has been taken since. Wrong credentials, an organization never deleted
+/// and one already purged are the same 404.
+pub async fn restore(app: &App, req: Request) -> Response<Body> {
+    serve("POST /org/restore", &req, async {
+        http::require_method(&req, "POST")?;
+        let body = http::json_object(
+            &req,
+            &[ORGANIZATION_NAME, EMAIL, PASSWORD, NEW_ORGANIZATION_NAME],
+        )?;
+        let tenant_db = app.tenant_db()?;
+        let name = OrgName::parse(body.required(ORGANIZATION_NAME)?, tenant_db)?;
+        let email = Email::parse(body.required(EMAIL)?)?;
+        let password = Password::parse(body.required(PASSWORD)?)?;
+        let new_name = body
+            .optional(NEW_ORGANIZATION_NAME)?
+            .map(|n| OrgName::parse(n, tenant_db))
+            .transpose()?;
+        let store = app.store().await?;
+        let keys = LoginKeys::new(&email, http::source_ip(&req));
+        let (allowed, record) = tokio::join!(
+            store.check_login_allowed(&keys),
+            store.find_deleted(&name, &email)
+        );
+        let had_failures = allowed?;
+        let record = record?;
+        let hash = record
+            .as_ref()
+            .and_then(|r| r.admin.as_ref())
+            .map(|a| a.password_hash.as_str());
+        let matched = verify_password(&password, hash, app.config.bcrypt_cost).await?;
+        let Some(record) = record.filter(|_| matched) else {
+            store.record_login_failure(&keys).await?;
+            return Err(ApiError::no_deleted_organization());
+        };
+        if had_failures {
+            store.clear_login_failures(&keys).await?;
+        }
+        let done = Box::pin(store.restore_org(record, new_name.as_ref())).await?;
+        record_org(&done.org.id.to_hex());
+        app.publish_own_events(done.event.as_slice()).await;
+        Ok(json_response(200, &Organization::from(&done.org)))
+    })
+    .await
+}
+
 /// Routes a request to its handler by method and path, as API Gateway does
 /// in front of the functions; used where one process serves every route
 /// (tests and the crash-test child).
 pub async fn dispatch(app: &App, req: Request) -> Response<Body> {
+    // Each handler's future boxed: inline, the largest one's state would sit
+    // in every caller's (a test's whole body), and a debug build's test
+    // thread runs out of stack.
     match Function::for_route(req.method().as_str(), req.uri().path()) {
-        Some(Function::Login) => login(app, req).await,
-        Some(Function::Create) => create(app, req).await,
-        Some(Function::Get) => get(app, req).await,
-        Some(Function::Update) => update(app, req).await,
-        Some(Function::Delete) => delete(app, req).await,
-        Some(Function::Authorizer) | None => {
+        Some(Function::Login) => Box::pin(login(app, req)).await,
+        Some(Function::Create) => Box::pin(create(app, req)).await,
+        Some(Function::Get) => Box::pin(get(app, req)).await,
+        Some(Function::Update) => Box::pin(update(app, req)).await,
+        Some(Function::Delete) => Box::pin(delete(app, req)).await,
+        Some(Function::Restore) => Box::pin(restore(app, req)).await,
+        Some(Function::Purge | Function::Authorizer) | None => {
             error_response(&ApiError::NotFound("no such route".into()))
         }
     }

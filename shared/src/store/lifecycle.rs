@@ -3,6 +3,8 @@
 //! [`Store::settle`], which finishes (or rolls back) what a crashed operation
 //! left once its lease has run out. See `docs/lifecycle.md`.
 
+use std::time::Duration;
+
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use mongodb::options::ReturnDocument;
 use tracing::instrument;
@@ -13,7 +15,7 @@ use super::model::{
 };
 use super::outbox::{self, OutboxEntry};
 use super::{
-    db_error, is_duplicate_key, server_code, Store, NAMESPACE_EXISTS, NAMESPACE_NOT_FOUND,
+    db_error, is_duplicate_key, later, server_code, Store, NAMESPACE_EXISTS, NAMESPACE_NOT_FOUND,
 };
 use crate::domain::OrgName;
 use crate::error::{ApiError, Conflict};
@@ -68,6 +70,13 @@ impl Store {
             state = doc.state.as_str(),
             "finishing an operation abandoned past its lease"
         );
+        // Boxed: every read that meets an organization awaits this, and the
+        // finishing steps of five operations would otherwise sit inline in
+        // each of those futures (a debug build's test thread overflows).
+        Box::pin(self.finish_abandoned(doc)).await
+    }
+
+    async fn finish_abandoned(&self, doc: OrgDoc) -> Result<Option<OrgDoc>, ApiError> {
         match doc.state {
             OrgState::Active => Ok(Some(doc)),
             OrgState::Creating => match self.finish_create(&doc).await {
@@ -78,6 +87,11 @@ impl Store {
             // Events of operations finished here wait for the scheduled flush.
             OrgState::Renaming => self.finish_rename(&doc).await.map(|(d, _)| Some(d)),
             OrgState::Deleting => self.finish_delete(&doc).await.map(|_| None),
+            OrgState::Restoring => match self.finish_restore(&doc).await {
+                Ok((done, _)) => Ok(Some(done)),
+                Err(ApiError::Conflict(Conflict::EmailTaken)) => Ok(None),
+                Err(e) => Err(e),
+            },
         }
     }
 
@@ -85,7 +99,7 @@ impl Store {
         self.orgs.find_one(filter).await.map_err(db_error)
     }
 
-    async fn require_org(&self, filter: Document) -> Result<OrgDoc, ApiError> {
+    pub(super) async fn require_org(&self, filter: Document) -> Result<OrgDoc, ApiError> {
         self.find_org(filter)
             .await?
             .ok_or_else(|| ApiError::NotFound("organization not found".into()))
@@ -277,7 +291,7 @@ impl Store {
         Ok(())
     }
 
-    async fn create_tenant_collection(&self, name: &str) -> Result<(), ApiError> {
+    pub(super) async fn create_tenant_collection(&self, name: &str) -> Result<(), ApiError> {
         match self.tenant.create_collection(name).await {
             Ok(()) => Ok(()),
             Err(e) if server_code(&e) == Some(NAMESPACE_EXISTS) => Ok(()),
@@ -285,7 +299,7 @@ impl Store {
         }
     }
 
-    async fn drop_tenant_collection(&self, name: &str) -> Result<(), ApiError> {
+    pub(super) async fn drop_tenant_collection(&self, name: &str) -> Result<(), ApiError> {
         match self.tenant.collection::<Document>(name).drop().await {
             Ok(()) => Ok(()),
             Err(e) if server_code(&e) == Some(NAMESPACE_NOT_FOUND) => Ok(()),
@@ -387,29 +401,13 @@ impl Store {
         let (Some(from), Some(to)) = (&pending.from_name, &pending.to_name) else {
             return Err(ApiError::internal("renaming organization without names"));
         };
-        let from_ns = format!(
-            "{}.{}",
-            self.tenant_db,
-            OrgName::from_stored(from.clone()).collection_name()
-        );
         let to_collection = OrgName::from_stored(to.clone()).collection_name();
-        let to_ns = format!("{}.{}", self.tenant_db, to_collection);
-        let renamed = self
-            .client
-            .database("admin")
-            .run_command(doc! { "renameCollection": &from_ns, "to": &to_ns, "dropTarget": false })
-            .await;
-        match renamed {
-            Ok(_) => {}
-            Err(e) if server_code(&e) == Some(NAMESPACE_NOT_FOUND) => {
-                // Already moved by an earlier attempt, if the target is there.
-                if !self.tenant_collection_exists(&to_collection).await? {
-                    tracing::error!(organization_id = %org.id, "tenant collection missing during rename; recreating it empty");
-                    self.create_tenant_collection(&to_collection).await?;
-                }
-            }
-            Err(e) => return Err(db_error(e)),
-        }
+        self.move_tenant_collection_or_recreate(
+            org.id,
+            &OrgName::from_stored(from.clone()).collection_name(),
+            &to_collection,
+        )
+        .await?;
         let event = self
             .record_event(
                 pending.op_id,
@@ -434,7 +432,7 @@ impl Store {
     /// active, with `set` applied, provided it is still in the operation's
     /// state and matches `filter`. If someone else finished it first, the
     /// organization as it is now, when active (and called `name`, if given).
-    async fn activate(
+    pub(super) async fn activate(
         &self,
         org: &OrgDoc,
         mut filter: Document,
@@ -461,7 +459,7 @@ impl Store {
         }
     }
 
-    async fn tenant_collection_exists(&self, name: &str) -> Result<bool, ApiError> {
+    pub(super) async fn tenant_collection_exists(&self, name: &str) -> Result<bool, ApiError> {
         let names = self
             .tenant
             .list_collection_names()
@@ -471,16 +469,26 @@ impl Store {
         Ok(!names.is_empty())
     }
 
-    /// Deletes the organization called `name`, which must be `org_id`.
+    /// Deletes the organization called `name`, which must be `org_id`:
+    /// restorable for `retention` (a soft delete, see [`Store::restore_org`]),
+    /// or at once when there is none.
     #[instrument(skip(self), fields(organization_id = %org_id, organization_name = %name))]
     pub async fn delete_org(
         &self,
         org_id: ObjectId,
         admin_id: ObjectId,
         name: &OrgName,
+        retention: Option<Duration>,
     ) -> Result<Finished, ApiError> {
         // No unique index is needed here: a delete claims nothing.
-        let org = self.require_org(doc! { "name": name.as_str() }).await?;
+        let Some(org) = self.find_org(doc! { "name": name.as_str() }).await? else {
+            // This delete's own earlier attempt may have gone as far as
+            // removing the document but not marking its record.
+            return self
+                .finish_own_soft_delete(org_id, name)
+                .await?
+                .ok_or_else(|| ApiError::NotFound("organization not found".into()));
+        };
         if org.id != org_id {
             return Err(ApiError::Forbidden(
                 "the token does not belong to this organization",
@@ -498,7 +506,8 @@ impl Store {
             .await?
             .ok_or_else(|| ApiError::NotFound("organization not found".into()))?;
         failpoint::hit("delete:before_mark");
-        let pending = Pending::new(DateTime::now());
+        let mut pending = Pending::new(DateTime::now());
+        pending.purge_after = retention.map(|r| later(pending.started_at, r));
         let pending_doc = mongodb::bson::to_document(&pending).map_err(ApiError::internal)?;
         let marked = self
             .orgs
@@ -529,12 +538,26 @@ impl Store {
     }
 
     /// Steps 2-4 of delete: admins first (so nobody can log in to a
-    /// half-deleted organization), then the collection, then the record.
-    async fn finish_delete(&self, org: &OrgDoc) -> Result<Option<OutboxEntry>, ApiError> {
+    /// half-deleted organization), then the collection, then the record; a
+    /// soft delete keeps both in a record instead
+    /// ([`Store::finish_soft_delete`]).
+    pub(super) async fn finish_delete(
+        &self,
+        org: &OrgDoc,
+    ) -> Result<Option<OutboxEntry>, ApiError> {
+        if let Some(p) = &org.pending {
+            if let Some(purge_after) = p.purge_after {
+                return Box::pin(self.finish_soft_delete(org, p, purge_after)).await;
+            }
+        }
         let event = match &org.pending {
             Some(p) => {
-                self.record_event(p.op_id, outbox::DELETED, outbox::deleted(org.id, &org.name))
-                    .await?
+                self.record_event(
+                    p.op_id,
+                    outbox::DELETED,
+                    outbox::deleted(org.id, &org.name, None),
+                )
+                .await?
             }
             None => None,
         };

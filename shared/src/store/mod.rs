@@ -13,6 +13,7 @@
 //!
 //! - [`model`]: the documents and the states an organization goes through.
 //! - [`lifecycle`]: create, rename and delete, and settling what a crash left.
+//! - [`deleted`]: soft-deleted organizations: their records, restore, purge.
 //! - [`admins`]: admins, their sessions (token versions) and credentials.
 //! - [`throttle`]: login throttling and the per-source create limit.
 //! - [`outbox`]: lifecycle events recorded with the operations' steps.
@@ -23,6 +24,7 @@
 //! publishing events (`events`).
 
 mod admins;
+mod deleted;
 mod idempotency;
 mod lifecycle;
 mod model;
@@ -44,7 +46,8 @@ use crate::error::ApiError;
 
 pub use idempotency::{Idempotent, IDEMPOTENCY_TTL};
 pub use model::{
-    AdminDoc, CredentialChange, Finished, NewOrganization, OrgDoc, OrgState, Pending, Updated,
+    holding_collection, AdminDoc, CredentialChange, DeletedAdmin, DeletedOrgDoc, DeletedState,
+    Finished, NewOrganization, OrgDoc, OrgState, Pending, PurgeReport, RestoreRequest, Updated,
 };
 pub use outbox::{OutboxEntry, PUBLISHED_TTL};
 pub use throttle::{LoginKeys, LoginThrottle};
@@ -54,6 +57,7 @@ pub const ADMINS: &str = "admins";
 pub const LOGIN_ATTEMPTS: &str = "login_attempts";
 pub const OUTBOX: &str = "outbox";
 pub const IDEMPOTENCY: &str = "idempotency";
+pub const DELETED_ORGANIZATIONS: &str = "deleted_organizations";
 
 const DUPLICATE_KEY: i32 = 11000;
 const NAMESPACE_NOT_FOUND: i32 = 26;
@@ -69,11 +73,13 @@ pub struct Store {
     attempts: Collection<Document>,
     outbox: Collection<OutboxEntry>,
     idempotency: Collection<Document>,
+    deleted: Collection<DeletedOrgDoc>,
     events_enabled: bool,
     lease: Duration,
     throttle: LoginThrottle,
     unique_indexes: OnceCell<()>,
     expiry_indexes: OnceCell<()>,
+    deleted_indexes: OnceCell<()>,
 }
 
 /// Maps a driver error: the database being unreachable is a 503, anything else
@@ -170,6 +176,7 @@ impl Store {
             attempts: master.collection(LOGIN_ATTEMPTS),
             outbox: master.collection(OUTBOX),
             idempotency: master.collection(IDEMPOTENCY),
+            deleted: master.collection(DELETED_ORGANIZATIONS),
             events_enabled: false,
             throttle: LoginThrottle::default(),
             client,
@@ -179,6 +186,7 @@ impl Store {
             lease: cfg.operation_lease,
             unique_indexes: OnceCell::new(),
             expiry_indexes: OnceCell::new(),
+            deleted_indexes: OnceCell::new(),
         }
     }
 
@@ -220,6 +228,7 @@ impl Store {
     /// is harmless.
     pub async fn ensure_indexes(&self) -> Result<(), ApiError> {
         self.ensure_unique_indexes().await?;
+        self.ensure_deleted_indexes().await?;
         self.expiry_indexes
             .get_or_try_init(|| async {
                 let ttl = || {
@@ -276,6 +285,36 @@ impl Store {
                             "organization_id",
                             IndexKind::Plain,
                         ),
+                    ])
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Store {
+    /// Ensures the indexes of deleted organizations' records, once per
+    /// execution environment: by former name and admin email (a restore's
+    /// look-up) and by state and purge time (a purge run's).
+    pub async fn ensure_deleted_indexes(&self) -> Result<(), ApiError> {
+        self.deleted_indexes
+            .get_or_try_init(|| async {
+                self.deleted
+                    .create_indexes([
+                        index(
+                            doc! { "name": 1, "admin.email": 1, "deleted_at": -1 },
+                            "name_email",
+                            IndexKind::Plain,
+                        ),
+                        index(
+                            doc! { "state": 1, "purge_after": 1 },
+                            "state_purge_after",
+                            IndexKind::Plain,
+                        ),
+                        index(doc! { "pending.op_id": 1 }, "pending_op", IndexKind::Plain),
                     ])
                     .await
                     .map_err(db_error)?;

@@ -14,6 +14,8 @@ pub enum OrgState {
     Creating,
     Renaming,
     Deleting,
+    /// Coming back from a soft delete (`POST /org/restore`).
+    Restoring,
 }
 
 impl OrgState {
@@ -23,6 +25,7 @@ impl OrgState {
             OrgState::Creating => "creating",
             OrgState::Renaming => "renaming",
             OrgState::Deleting => "deleting",
+            OrgState::Restoring => "restoring",
         }
     }
 
@@ -38,6 +41,7 @@ impl OrgState {
             OrgState::Creating => "being created",
             OrgState::Renaming => "being renamed",
             OrgState::Deleting => "being deleted",
+            OrgState::Restoring => "being restored",
         }
     }
 }
@@ -58,10 +62,18 @@ pub struct Pending {
     pub from_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_name: Option<String>,
+    /// Delete: when the organization is purged; none removes it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_after: Option<DateTime>,
+    /// Restore: the token version the admin comes back with (one past the
+    /// one it was deleted with, so no earlier token works again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_version: Option<i64>,
 }
 
 impl Pending {
-    pub(crate) fn new(now: DateTime) -> Self {
+    /// A new operation's record, started `now`.
+    pub fn new(now: DateTime) -> Self {
         Self {
             op_id: ObjectId::new(),
             started_at: now,
@@ -69,6 +81,8 @@ impl Pending {
             password_hash: None,
             from_name: None,
             to_name: None,
+            purge_after: None,
+            token_version: None,
         }
     }
 }
@@ -110,6 +124,101 @@ pub struct AdminDoc {
     /// stored before versions existed have none: version 0.
     #[serde(default)]
     pub token_version: i64,
+}
+
+/// Where a deleted organization's record stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletedState {
+    /// Written by a delete still under way (the organization document still
+    /// exists, in state `deleting`).
+    Deleting,
+    /// Restorable until `purge_after`.
+    Deleted,
+    /// Claimed by a restore.
+    Restoring,
+    /// Claimed by a purge.
+    Purging,
+}
+
+impl DeletedState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DeletedState::Deleting => "deleting",
+            DeletedState::Deleted => "deleted",
+            DeletedState::Restoring => "restoring",
+            DeletedState::Purging => "purging",
+        }
+    }
+}
+
+/// The admin of a deleted organization, kept for the restore's credential
+/// check and to come back with it; the `admins` document itself is gone, so
+/// the email is free and no session survives.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeletedAdmin {
+    pub id: ObjectId,
+    pub email: String,
+    pub password_hash: String,
+    pub created_at: DateTime,
+    pub token_version: i64,
+}
+
+/// A document of `deleted_organizations`: one soft delete, keyed by the
+/// delete's operation id, holding what a restore needs until `purge_after`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeletedOrgDoc {
+    /// The delete's operation id.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub organization_id: ObjectId,
+    /// The name it had when deleted (free for others at once).
+    pub name: String,
+    /// Where its tenant collection waits: named after the organization id.
+    pub holding_collection: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<DeletedAdmin>,
+    pub created_at: DateTime,
+    pub deleted_at: DateTime,
+    pub purge_after: DateTime,
+    pub state: DeletedState,
+    /// The restore or purge that claimed it; a delete under way uses its own
+    /// operation id (`_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned: Option<String>,
+}
+
+/// The holding collection of organization `org_id` while it is deleted: not
+/// `org_<...>`, so no organization name can ever claim it.
+pub fn holding_collection(org_id: ObjectId) -> String {
+    format!("deleted_{}", org_id.to_hex())
+}
+
+/// What a restore asks for.
+pub struct RestoreRequest {
+    pub name: OrgName,
+    pub email: Email,
+    pub password: crate::domain::Password,
+    /// The name to come back under when the old one has been taken since.
+    pub new_name: Option<OrgName>,
+    pub cost: u32,
+}
+
+/// What a purge run did.
+#[derive(Debug, Default, Serialize)]
+pub struct PurgeReport {
+    /// Deleted organizations removed for good.
+    pub purged: usize,
+    /// Records an interrupted delete, restore or purge left, brought to a
+    /// settled state.
+    pub settled: usize,
+    /// Whether more is due than one run handles (the next run goes on).
+    pub more: bool,
+    /// The events of the purges this run made, for it to publish.
+    #[serde(skip)]
+    pub events: Vec<OutboxEntry>,
 }
 
 /// What a create asks for.

@@ -14,6 +14,8 @@ use crate::error::ApiError;
 pub const CREATED: &str = "OrganizationCreated";
 pub const RENAMED: &str = "OrganizationRenamed";
 pub const DELETED: &str = "OrganizationDeleted";
+pub const RESTORED: &str = "OrganizationRestored";
+pub const PURGED: &str = "OrganizationPurged";
 
 /// How long an entry is left to whoever holds it (the request that wrote it,
 /// or a flush that claimed it) before a flush may take it over.
@@ -89,8 +91,31 @@ pub fn renamed(org_id: ObjectId, from: &str, to: &str, collection: &str) -> Docu
     }
 }
 
-/// The detail of `OrganizationDeleted`.
-pub fn deleted(org_id: ObjectId, name: &str) -> Document {
+/// The detail of `OrganizationDeleted`: `purge_after` is when a soft
+/// delete becomes final (null: removed at once).
+pub fn deleted(org_id: ObjectId, name: &str, purge_after: Option<DateTime>) -> Document {
+    let purge_after = purge_after
+        .and_then(|t| t.try_to_rfc3339_string().ok())
+        .map_or(mongodb::bson::Bson::Null, mongodb::bson::Bson::String);
+    doc! {
+        "organization_id": org_id.to_hex(),
+        "organization_name": name,
+        "purge_after": purge_after,
+    }
+}
+
+/// The detail of `OrganizationRestored`.
+pub fn restored(org_id: ObjectId, previous: &str, name: &str, collection: &str) -> Document {
+    doc! {
+        "organization_id": org_id.to_hex(),
+        "previous_name": previous,
+        "organization_name": name,
+        "collection_name": collection,
+    }
+}
+
+/// The detail of `OrganizationPurged`.
+pub fn purged(org_id: ObjectId, name: &str) -> Document {
     doc! { "organization_id": org_id.to_hex(), "organization_name": name }
 }
 
@@ -142,15 +167,16 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Whether operation `op_id` has finished: no organization carries it as
-    /// pending any more (an operation rolled back removes its event first).
+    /// Whether operation `op_id` has finished: no organization, and no
+    /// deleted organization's record, carries it as pending any more (an
+    /// operation rolled back removes its event first).
     pub async fn operation_finished(&self, op_id: ObjectId) -> Result<bool, ApiError> {
-        let pending = self
-            .orgs
-            .count_documents(doc! { "pending.op_id": op_id })
-            .await
-            .map_err(db_error)?;
-        Ok(pending == 0)
+        let filter = doc! { "pending.op_id": op_id };
+        let (orgs, deleted) = tokio::join!(
+            self.orgs.count_documents(filter.clone()),
+            self.deleted.count_documents(filter),
+        );
+        Ok(orgs.map_err(db_error)? == 0 && deleted.map_err(db_error)? == 0)
     }
 
     /// Marks the entries `ids` published, in one update.

@@ -1,0 +1,28 @@
+//! The `purge` Lambda, invoked hourly by an EventBridge schedule: removes the
+//! deleted organizations past their retention, a bounded batch per run. All
+//! logic lives in `shared::App::purge`. A failed run is an invocation error,
+//! so that it shows in the function's error metric; the next run resumes it.
+
+#![recursion_limit = "256"]
+
+use shared::config::Function;
+use shared::lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use shared::App;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let app = App::start(Function::Purge).await?;
+    run(service_fn(
+        move |_event: LambdaEvent<serde_json::Value>| async move {
+            match app.purge().await {
+                Ok(report) => Ok(serde_json::to_value(report)?),
+                Err(e) => {
+                    e.log();
+                    Err(Error::from(e.to_string()))
+                }
+            }
+        },
+    ))
+    .await
+}
