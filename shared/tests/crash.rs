@@ -26,6 +26,7 @@ fn child_command(uri: &str, db: &str, event: &str) -> Command {
         .env("MASTER_DB", db)
         .env("JWT_SECRET", JWT_SECRET)
         .env("BCRYPT_COST", "4")
+        .env("CREATE_LIMIT_PER_SOURCE_PER_HOUR", "0")
         // Past its lease at once, so the retry finishes it without waiting.
         .env("OPERATION_LEASE_SECS", "0")
         .env("MONGODB_TIMEOUT_MS", "1000")
@@ -38,9 +39,11 @@ fn child_command(uri: &str, db: &str, event: &str) -> Command {
 }
 
 /// Runs `event` in a child that dies at `failpoint`; asserts that it died.
-fn run_until_killed(t: &TestApp, event: &str, failpoint: &str) {
+/// `env`: variables of the child's own (its function's configuration).
+fn run_until_killed(t: &TestApp, event: &str, failpoint: &str, env: &[(&str, &str)]) {
     let out = child_command(&mongodb_uri(), &t.db, event)
         .env(failpoint::ENV, failpoint)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -87,7 +90,7 @@ fn create_event(name: &str, email: &str) -> String {
 async fn a_create_killed_at_any_step_is_finished_by_its_retry() {
     for point in failpoints("create:") {
         let t = lease_zero_app().await;
-        run_until_killed(&t, &create_event("acme", "admin@acme.example"), point);
+        run_until_killed(&t, &create_event("acme", "admin@acme.example"), point, &[]);
 
         let retry = t.create("acme", "admin@acme.example").await;
 
@@ -103,7 +106,7 @@ async fn a_create_killed_at_any_step_is_finished_by_its_retry() {
 async fn a_create_killed_at_any_step_is_finished_by_whoever_meets_it_next() {
     for point in failpoints("create:") {
         let t = lease_zero_app().await;
-        run_until_killed(&t, &create_event("acme", "admin@acme.example"), point);
+        run_until_killed(&t, &create_event("acme", "admin@acme.example"), point, &[]);
 
         let got = t.call(get_org("acme")).await;
         let other = t.create("acme", "someone@else.example").await;
@@ -122,6 +125,7 @@ async fn an_abandoned_create_whose_email_was_taken_meanwhile_is_rolled_back() {
         &t,
         &create_event("acme", "shared@x.example"),
         "create:after_org_insert",
+        &[],
     );
     // The admin insert never happened; another org takes the email.
     assert_eq!(t.create("other", "shared@x.example").await.status, 201);
@@ -141,7 +145,7 @@ async fn a_rename_killed_at_any_step_loses_nothing_and_is_finished_by_its_retry(
         let body =
             json!({"organization_name": "acme-new", "password": "a-new-password"}).to_string();
         let event = event_json("PUT", "/org/update", &[], Some(&body), Some(&token));
-        run_until_killed(&t, &event, point);
+        run_until_killed(&t, &event, point, &[]);
 
         // Past the credential change, the crashed request's token died with
         // the old password: the retry comes after a login with the new one.
@@ -170,8 +174,15 @@ async fn a_rename_killed_at_any_step_loses_nothing_and_is_finished_by_its_retry(
 
 #[tokio::test]
 async fn a_delete_killed_at_any_step_leaves_no_orphan_and_no_admin_after_its_retry() {
+    // Without a retention period: the organization is removed at once.
     for point in failpoints("delete:") {
-        let t = lease_zero_app().await;
+        let t = TestApp::configured(|c| {
+            c.deleted_retention = None;
+            if let Some(db) = c.database.as_mut() {
+                db.operation_lease = Duration::ZERO;
+            }
+        })
+        .await;
         let (_, token) = t.create_and_login("acme").await;
         t.create_and_login("bystander").await;
         fill_tenant(&t, "org_acme", TENANT_DOCS).await;
@@ -185,6 +196,7 @@ async fn a_delete_killed_at_any_step_leaves_no_orphan_and_no_admin_after_its_ret
                 Some(&token),
             ),
             point,
+            &[("DELETED_RETENTION_DAYS", "0")],
         );
 
         let login = t
@@ -210,6 +222,184 @@ async fn a_delete_killed_at_any_step_leaves_no_orphan_and_no_admin_after_its_ret
     }
 }
 
+/// The failpoints a soft delete passes: the common start, then its own.
+fn soft_delete_failpoints() -> Vec<&'static str> {
+    let mut points = vec!["delete:before_mark", "delete:after_mark"];
+    points.extend(failpoints("soft_delete:"));
+    points
+}
+
+fn delete_event(token: &str) -> String {
+    event_json(
+        "DELETE",
+        "/org/delete",
+        &[("organization_name", "acme")],
+        None,
+        Some(token),
+    )
+}
+
+fn restore_event() -> String {
+    let body =
+        json!({"organization_name": "acme", "email": "admin@acme.example", "password": PASSWORD})
+            .to_string();
+    event_json("POST", "/org/restore", &[], Some(&body), None)
+}
+
+/// "acme" with its tenant filled and a bystander, soft-deleted (when
+/// `deleted`), on an app whose leases run out at once.
+async fn acme_with_data(deleted: bool) -> (TestApp, String) {
+    let t = lease_zero_app().await;
+    let (_, token) = t.create_and_login("acme").await;
+    t.create_and_login("bystander").await;
+    fill_tenant(&t, "org_acme", TENANT_DOCS).await;
+    if deleted {
+        let done = t.call(delete(Some(&token), "acme")).await;
+        assert_eq!(done.status, 200, "{}", done.body);
+    }
+    (t, token)
+}
+
+/// The restore of "acme" succeeds and brings back every document.
+async fn assert_restorable(t: &TestApp, point: &str) {
+    let restored = t.restore("acme", "admin@acme.example", PASSWORD).await;
+    assert_eq!(restored.status, 200, "{point}: {}", restored.body);
+    assert_invariants(t).await;
+    assert_tenant_intact(t, "org_acme").await;
+    t.login("admin@acme.example", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn a_soft_delete_killed_at_any_step_is_finished_by_its_retry_and_loses_nothing() {
+    for point in soft_delete_failpoints() {
+        let (t, token) = acme_with_data(false).await;
+        run_until_killed(&t, &delete_event(&token), point, &[]);
+
+        let retry = t.call(delete(Some(&token), "acme")).await;
+
+        assert_eq!(retry.status, 200, "{point}: {}", retry.body);
+        assert_eq!(retry.body["organization"]["organization_name"], "acme");
+        assert_invariants(&t).await;
+        assert_eq!(t.tenant_collections().await, ["org_bystander"], "{point}");
+        assert_eq!(t.holding_collections().await.len(), 1, "{point}");
+        assert_restorable(&t, point).await;
+        t.drop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_soft_delete_killed_at_any_step_is_finished_by_the_purge_run_or_a_reader() {
+    // Killed before its mark, a delete has not started: nothing to finish.
+    for point in soft_delete_failpoints().into_iter().skip(1) {
+        let (t, token) = acme_with_data(false).await;
+        run_until_killed(&t, &delete_event(&token), point, &[]);
+
+        // The purge settles records left mid-delete; a get settles an
+        // organization left marked (before any record exists).
+        t.app.purge().await.unwrap();
+        let got = t.call(get_org("acme")).await;
+
+        assert_eq!(got.status, 404, "{point}: {}", got.body);
+        assert_invariants(&t).await;
+        assert_restorable(&t, point).await;
+        t.drop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_restore_killed_at_any_step_is_finished_by_its_retry_and_loses_nothing() {
+    for point in failpoints("restore:") {
+        let (t, _) = acme_with_data(true).await;
+        run_until_killed(&t, &restore_event(), point, &[]);
+
+        assert_restorable(&t, point).await;
+        assert_eq!(
+            t.count("deleted_organizations", doc! {}).await,
+            0,
+            "{point}"
+        );
+        t.drop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_restore_killed_at_any_step_is_settled_by_the_purge_run() {
+    for point in failpoints("restore:") {
+        let (t, _) = acme_with_data(true).await;
+        run_until_killed(&t, &restore_event(), point, &[]);
+
+        t.app.purge().await.unwrap();
+
+        // Either finished (back, active) or given back (deleted, restorable).
+        assert_invariants(&t).await;
+        if t.call(get_org("acme")).await.status != 200 {
+            assert_restorable(&t, point).await;
+        }
+        assert_tenant_intact(&t, "org_acme").await;
+        t.drop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_restore_that_claimed_the_record_before_a_create_took_the_name_gives_it_back() {
+    let (t, _) = acme_with_data(true).await;
+
+    let status = run_pausing_at(
+        &mongodb_uri(),
+        &t,
+        &restore_event(),
+        "restore:after_claim",
+        async {
+            let created = t.create("acme", "newcomer@acme.example").await;
+            assert_eq!(created.status, 201, "{}", created.body);
+        },
+    )
+    .await;
+
+    assert_eq!(status, "409");
+    assert_invariants(&t).await;
+    let restored = t
+        .call(post(
+            "/org/restore",
+            &json!({"organization_name": "acme", "email": "admin@acme.example",
+                    "password": PASSWORD, "new_organization_name": "acme-old"}),
+        ))
+        .await;
+    assert_eq!(restored.status, 200, "{}", restored.body);
+    assert_tenant_intact(&t, "org_acme-old").await;
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn a_purge_killed_at_any_step_is_finished_by_the_next_run() {
+    for point in failpoints("purge:") {
+        let (t, _) = acme_with_data(true).await;
+        t.expire_retention().await;
+        let schedule =
+            json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+        run_until_killed(
+            &t,
+            &schedule.to_string(),
+            point,
+            &[("CHILD_FUNCTION", "purge")],
+        );
+
+        let restore = t.restore("acme", "admin@acme.example", PASSWORD).await;
+        t.app.purge().await.unwrap();
+
+        assert_eq!(restore.status, 404, "{point}: a purge under way is final");
+        assert_eq!(
+            t.count("deleted_organizations", doc! {}).await,
+            0,
+            "{point}"
+        );
+        assert!(t.holding_collections().await.is_empty(), "{point}");
+        assert_invariants(&t).await;
+        assert_eq!(t.tenant_collections().await, ["org_bystander"]);
+        t.drop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_provisioning_delivery_finishes_an_organization_half_made_by_a_crashed_one() {
     for point in failpoints("create:") {
@@ -222,7 +412,7 @@ async fn a_provisioning_delivery_finishes_an_organization_half_made_by_a_crashed
             "attributes": {}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
             "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"
         }]});
-        run_until_killed(&t, &batch.to_string(), point);
+        run_until_killed(&t, &batch.to_string(), point, &[]);
 
         let redelivered = shared::provisioning::handle(
             &t.app,
@@ -251,6 +441,7 @@ async fn an_operation_in_progress_is_a_409_for_others_until_its_lease_runs_out()
         &t,
         &event_json("PUT", "/org/update", &[], Some(&body), Some(&token)),
         "rename:after_claim",
+        &[],
     );
 
     let got = t.call(get_org("acme")).await;

@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use jsonschema::{Draft, Validator};
-use mongodb::bson::{self, doc, oid::ObjectId, DateTime, Document};
+use mongodb::bson::{self, doc, DateTime, Document};
 use serde_json::{json, Value};
 use shared::config::{Secret, SecretSource};
 use shared::lambda_http::Request;
@@ -320,14 +320,7 @@ async fn leave_a_delete_in_progress(t: &TestApp, name: &str) {
 }
 
 async fn leave_a_delete_since(t: &TestApp, name: &str, started_at: DateTime) {
-    let pending = Pending {
-        op_id: ObjectId::new(),
-        started_at,
-        admin_email: None,
-        password_hash: None,
-        from_name: None,
-        to_name: None,
-    };
+    let pending = Pending::new(started_at);
     let marked = t
         .database()
         .collection::<Document>(shared::store::ORGANIZATIONS)
@@ -623,6 +616,85 @@ async fn delete_answers_every_documented_status_as_the_document_describes_it() {
     let down = with_unreachable_database(&t);
     route.expect(503, call(&down, delete(Some(&token), "acme")).await);
     route.expect(200, t.call(delete(Some(&token), "acme")).await);
+
+    route.assert_every_documented_status_was_produced();
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn restore_answers_every_documented_status_as_the_document_describes_it() {
+    let t = TestApp::new().await;
+    let mut route = RouteProbe::new("POST", "/org/restore");
+    let restore = |name: &str, email: &str, password: &str, new_name: Option<&str>| {
+        let mut body = json!({"organization_name": name, "email": email, "password": password});
+        if let Some(n) = new_name {
+            body["new_organization_name"] = json!(n);
+        }
+        post("/org/restore", &body)
+    };
+    // Four deleted organizations: one restored, one whose name is taken
+    // since, one whose email is, one left mid-restore.
+    for name in ["acme", "named", "mailed", "busy"] {
+        let (_, token) = t.create_and_login(name).await;
+        assert_eq!(t.call(delete(Some(&token), name)).await.status, 200);
+    }
+    assert_eq!(
+        t.create("named", "newcomer@named.example").await.status,
+        201
+    );
+    assert_eq!(t.create("other", "admin@mailed.example").await.status, 201);
+    t.database()
+        .collection::<Document>("deleted_organizations")
+        .update_one(
+            doc! { "name": "busy" },
+            doc! { "$set": { "state": "restoring", "pending": bson::to_document(&Pending::new(DateTime::now())).unwrap() } },
+        )
+        .await
+        .unwrap();
+
+    let acme = |p: &str| restore("acme", "admin@acme.example", p, None);
+    route.expect(400, t.call(post_raw("/org/restore", "{\"email\":")).await);
+    let huge = oversized(json!({"organization_name": "acme", "email": "admin@acme.example"}));
+    route.expect(413, t.call(post_raw("/org/restore", &huge)).await);
+    route.expect(
+        422,
+        t.call(restore("a.b", "admin@acme.example", PASSWORD, None))
+            .await,
+    );
+    route.expect(404, t.call(acme("wrong-password")).await);
+    let down = with_unreachable_database(&t);
+    route.expect(503, call(&down, acme(PASSWORD)).await);
+    let conflicts = [
+        restore("named", "admin@named.example", PASSWORD, None),
+        restore("named", "admin@named.example", PASSWORD, Some("other")),
+        restore("mailed", "admin@mailed.example", PASSWORD, None),
+        restore("busy", "admin@busy.example", PASSWORD, None),
+    ];
+    let mut codes = Vec::new();
+    for request in conflicts {
+        let r = route.expect(409, t.call(request).await);
+        codes.push(r.body["error"]["code"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        codes,
+        [
+            "restore_name_taken",
+            "organization_exists",
+            "email_taken",
+            "operation_in_progress"
+        ]
+    );
+    route.expect(200, t.call(acme(PASSWORD)).await);
+    // Wrong passwords are throttled like failed logins (a 404 each, then 429).
+    let guess = || restore("named", "admin@named.example", "wrong-password", None);
+    for _ in 0..MAX_FAILED_LOGINS {
+        let r = t.call(guess()).await;
+        if r.status == 429 {
+            route.expect(429, r);
+            break;
+        }
+        route.expect(404, r);
+    }
 
     route.assert_every_documented_status_was_produced();
     t.drop().await;

@@ -135,6 +135,9 @@ impl TestApp {
             provisioning_plaintext: false,
             credential_change_max_token_age:
                 shared::config::DEFAULT_CREDENTIAL_CHANGE_MAX_TOKEN_AGE,
+            deleted_retention: Some(std::time::Duration::from_secs(
+                shared::config::DEFAULT_DELETED_RETENTION_DAYS * 86_400,
+            )),
             event_bus: None,
             aws_ca_bundle: None,
             aws_endpoint_url: None,
@@ -193,6 +196,36 @@ impl TestApp {
             .into_iter()
             .filter(|c| c.starts_with("org_"))
             .collect()
+    }
+
+    /// The collections deleted organizations' data waits in.
+    pub async fn holding_collections(&self) -> Vec<String> {
+        self.collections()
+            .await
+            .into_iter()
+            .filter(|c| c.starts_with("deleted_") && c != "deleted_organizations")
+            .collect()
+    }
+
+    pub async fn restore(&self, name: &str, email: &str, password: &str) -> Reply {
+        self.call(post(
+            "/org/restore",
+            &json!({"organization_name": name, "email": email, "password": password}),
+        ))
+        .await
+    }
+
+    /// Makes every deleted organization due for the purge (its retention
+    /// over), as if the days had passed.
+    pub async fn expire_retention(&self) {
+        let past = mongodb::bson::DateTime::from_millis(
+            mongodb::bson::DateTime::now().timestamp_millis() - 1_000,
+        );
+        self.database()
+            .collection::<Document>("deleted_organizations")
+            .update_many(doc! {}, doc! { "$set": { "purge_after": past } })
+            .await
+            .unwrap();
     }
 
     pub async fn count(&self, collection: &str, filter: Document) -> u64 {
@@ -398,6 +431,47 @@ pub async fn assert_invariants(t: &TestApp) {
     assert_eq!(
         tenant, expected,
         "tenant collections and organizations differ"
+    );
+    // Deleted organizations: each record settled, its organization and
+    // admin gone, its collection under its holding name; no holding
+    // collection without its record.
+    let records = t.all("deleted_organizations").await;
+    let mut expected_holding: Vec<String> = Vec::new();
+    for record in &records {
+        assert_eq!(
+            record.get_str("state").unwrap(),
+            "deleted",
+            "record not settled: {record}"
+        );
+        assert!(
+            record.get("pending").is_none(),
+            "record still pending: {record}"
+        );
+        let org_id = record.get_object_id("organization_id").unwrap();
+        assert!(
+            orgs.iter()
+                .all(|o| o.get_object_id("_id").unwrap() != org_id),
+            "a deleted organization is also live: {record}"
+        );
+        assert!(
+            admins
+                .iter()
+                .all(|a| a.get_object_id("organization_id").unwrap() != org_id),
+            "a deleted organization kept its admin: {record}"
+        );
+        let holding = record.get_str("holding_collection").unwrap();
+        assert_eq!(holding, format!("deleted_{}", org_id.to_hex()));
+        assert!(
+            !expected_holding.contains(&holding.to_owned()),
+            "two records hold {holding}"
+        );
+        expected_holding.push(holding.to_owned());
+    }
+    expected_holding.sort();
+    assert_eq!(
+        t.holding_collections().await,
+        expected_holding,
+        "holding collections and deleted organizations differ"
     );
     for admin in &admins {
         let org_id = admin.get_object_id("organization_id").unwrap();
