@@ -1,5 +1,5 @@
 //! The fixture events of `events/`, made into real requests: a unique
-//! organization per create, the name to get, rename or delete, and a real
+//! organization per create, the name to get, rename, delete or restore, and a real
 //! token in place of `REPLACE_WITH_TOKEN`.
 
 use std::path::Path;
@@ -13,6 +13,7 @@ pub struct Events {
     get: Value,
     update: Value,
     delete: Value,
+    restore: Value,
     authorizer: String,
 }
 
@@ -61,6 +62,7 @@ impl Events {
             get: parse(&load(dir, "get.json")?, "get.json")?,
             update: parse(&load(dir, "update.json")?, "update.json")?,
             delete: parse(&load(dir, "delete.json")?, "delete.json")?,
+            restore: parse(&load(dir, "restore.json")?, "restore.json")?,
             authorizer: load(dir, "authorizer.json")?,
         })
     }
@@ -95,6 +97,15 @@ impl Events {
 
     pub fn delete(&self, token: &str, org: &str) -> Arc<Vec<u8>> {
         bytes(&with_token(with_name_query(&self.delete, org), token))
+    }
+
+    /// POST /org/restore of the deleted organization `org`, by the admin
+    /// made for organization `admin_of` (its name when created).
+    pub fn restore(&self, org: &str, admin_of: &str) -> Arc<Vec<u8>> {
+        bytes(&with_body(
+            &self.restore,
+            json!({ "organization_name": org, "email": email_of(admin_of), "password": PASSWORD }),
+        ))
     }
 
     pub fn authorizer(&self, token: &str) -> Arc<Vec<u8>> {

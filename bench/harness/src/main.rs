@@ -423,6 +423,13 @@ fn cold(b: &Bench) -> Result<Value, String> {
                 b.events.delete(del_token, &format!("cold-del-{round}")),
                 200,
             ),
+            // The organization the delete has just deleted.
+            (
+                "restore",
+                b.events
+                    .restore(&format!("cold-del-{round}"), &format!("cold-del-{round}")),
+                200,
+            ),
             ("authorizer", b.events.authorizer(&ren_token), 200),
         ];
         for (name, event, expect) in plan {
@@ -457,6 +464,7 @@ fn cold(b: &Bench) -> Result<Value, String> {
             "get",
             "rename",
             "delete",
+            "restore",
             "authorizer",
         ] {
             for certs in [true, false] {
@@ -624,7 +632,18 @@ fn rss(b: &Bench) -> Result<Value, String> {
         |_, _| {},
     )?);
     f.stop();
-    say("  rename, delete done");
+
+    // Organizations made at cost 4, so restore at the hashes' cost.
+    let mut f = b.spawn("restore", &[("BCRYPT_COST", "4")])?;
+    results.push(warm_series(
+        &mut f,
+        n,
+        |i| b.events.restore(&format!("{}-r", names[i]), &names[i]),
+        200,
+        |_, _| {},
+    )?);
+    f.stop();
+    say("  rename, delete, restore done");
 
     let mut f = b.spawn("hello", &[])?;
     results.push(warm_series(
@@ -677,8 +696,12 @@ fn rename_scaling(b: &Bench) -> Result<Value, String> {
     ));
     let db = &b.opts.db;
     let mut seeder = b.seeder()?;
-    let mut login = b.spawn("login", &[])?;
+    // At the seeder's cost: a login at another would rehash, and the
+    // restore's one verify would then be a cost-12 bcrypt, not the move.
+    let mut login = b.spawn("login", &[("BCRYPT_COST", "4")])?;
     let mut rename = b.spawn("rename", &[])?;
+    let mut delete = b.spawn("delete", &[])?;
+    let mut restore = b.spawn("restore", &[("BCRYPT_COST", "4")])?;
     // One small rename first, so the timed ones run on a warm process.
     create_org(b, &mut seeder, "scale-warmup")?;
     let t = token(b, &mut login, "scale-warmup")?;
@@ -736,11 +759,29 @@ fn rename_scaling(b: &Bench) -> Result<Value, String> {
                 return Err(format!("$out copied {count} of {size} documents"));
             }
             b.mongo.drop_collection(db, &format!("org_{org}-o"))?;
+            // The same data deleted (soft) and restored: the restore moves
+            // it back from its holding collection, the same server-side
+            // renameCollection as the rename.
+            b.mongo
+                .rename_collection(db, &format!("org_{org}-s"), &format!("org_{org}-r"))?;
+            call(&mut delete, b.events.delete(&t, &format!("{org}-r")), 200)?;
+            let (_, restore_ms) = call(
+                &mut restore,
+                b.events.restore(&format!("{org}-r"), &org),
+                200,
+            )?;
+            let restored = b.mongo.count(db, &format!("org_{org}-r"))?;
+            if restored != size {
+                return Err(format!(
+                    "restore brought back {restored} of {size} documents"
+                ));
+            }
             let record = json!({
                 "size": size,
                 "rep": rep,
                 "seed_ms": ms(seed),
                 "service_ms": inv.millis(),
+                "restore_ms": restore_ms,
                 "server_rename_ms": ms(server),
                 "out_ms": ms(copied),
                 "drop_ms": ms(dropped),
@@ -751,8 +792,9 @@ fn rename_scaling(b: &Bench) -> Result<Value, String> {
                 "round_trips": round_trips,
             });
             say(format!(
-                "  {size} documents: service rename {:.1} ms, renameCollection {:.1} ms, $out+drop {:.1} ms",
+                "  {size} documents: service rename {:.1} ms, restore {:.1} ms, renameCollection {:.1} ms, $out+drop {:.1} ms",
                 inv.millis(),
+                restore_ms,
                 ms(server),
                 ms(copied + dropped)
             ));

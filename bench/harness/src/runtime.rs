@@ -260,7 +260,7 @@ impl Drop for Function {
 /// The memory sizes of template.yaml (only reported to the function).
 fn memory_size(name: &str) -> &'static str {
     match name {
-        "login" | "create" | "rename" => "1024",
+        "login" | "create" | "rename" | "restore" => "1024",
         "authorizer" => "128",
         _ => "256",
     }
