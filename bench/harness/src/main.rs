@@ -748,22 +748,9 @@ fn rename_scaling(b: &Bench) -> Result<Value, String> {
                     json!([e.label, ms(e.start - inv.delivered), ms(end - e.start)])
                 })
                 .collect();
-            let server =
-                b.mongo
-                    .rename_collection(db, &format!("org_{org}-r"), &format!("org_{org}-s"))?;
-            let (copied, dropped) =
-                b.mongo
-                    .out_then_drop(db, &format!("org_{org}-s"), &format!("org_{org}-o"))?;
-            let count = b.mongo.count(db, &format!("org_{org}-o"))?;
-            if count != size {
-                return Err(format!("$out copied {count} of {size} documents"));
-            }
-            b.mongo.drop_collection(db, &format!("org_{org}-o"))?;
             // The same data deleted (soft) and restored: the restore moves
             // it back from its holding collection, the same server-side
-            // renameCollection as the rename.
-            b.mongo
-                .rename_collection(db, &format!("org_{org}-s"), &format!("org_{org}-r"))?;
+            // renameCollection as the rename, with its index.
             call(&mut delete, b.events.delete(&t, &format!("{org}-r")), 200)?;
             let (_, restore_ms) = call(
                 &mut restore,
@@ -776,6 +763,17 @@ fn rename_scaling(b: &Bench) -> Result<Value, String> {
                     "restore brought back {restored} of {size} documents"
                 ));
             }
+            let server =
+                b.mongo
+                    .rename_collection(db, &format!("org_{org}-r"), &format!("org_{org}-s"))?;
+            let (copied, dropped) =
+                b.mongo
+                    .out_then_drop(db, &format!("org_{org}-s"), &format!("org_{org}-o"))?;
+            let count = b.mongo.count(db, &format!("org_{org}-o"))?;
+            if count != size {
+                return Err(format!("$out copied {count} of {size} documents"));
+            }
+            b.mongo.drop_collection(db, &format!("org_{org}-o"))?;
             let record = json!({
                 "size": size,
                 "rep": rep,
