@@ -5,7 +5,7 @@
     and deny, EventBridge and the schedule, and the SQS batch's partial batch
     response naming exactly the messages that must fail.
 (b) The contract through `sam local start-api` (the template's routes and
-    its authorizer): create, get, login, update, delete, the gateway's 401
+    its authorizer): create, get, login, update, delete, restore, the gateway's 401
     without a token and 403 for a forged one, and a JSON-labelled body that
     is not UTF-8 answered by the function's own 400.
 
@@ -127,6 +127,12 @@ def invoke_every_fixture():
     denied = invoke("AuthorizerFunction", with_token(fixture("authorizer.json"), forge(token)))
     check("authorizer.json with a forged token: denied", denied and denied.get("isAuthorized") is False, denied)
 
+    trail = invoke("AuditFunction", with_token(fixture("audit.json"), token))
+    check("audit.json: 200, newest first, the login then the create",
+          trail and trail.get("statusCode") == 200
+          and [e.get("action") for e in (http_body(trail) or {}).get("entries", [])][:2]
+          == ["login.succeeded", "organization.created"], trail)
+
     renamed = invoke("RenameFunction", with_token(fixture("update.json"), token))
     check("update.json: 200 acme-renamed", renamed and renamed.get("statusCode") == 200
           and http_body(renamed).get("organization_name") == "acme-renamed", renamed)
@@ -134,6 +140,14 @@ def invoke_every_fixture():
     deleted = invoke("DeleteFunction", with_token(fixture("delete.json"), token))
     check("delete.json: 200 deleted", deleted and deleted.get("statusCode") == 200
           and http_body(deleted).get("status") == "deleted", deleted)
+
+    restored = invoke("RestoreFunction", fixture("restore.json"))
+    check("restore.json: 200 acme-renamed back", restored and restored.get("statusCode") == 200
+          and http_body(restored).get("organization_name") == "acme-renamed", restored)
+
+    purged = invoke("PurgeFunction", fixture("purge-schedule.json"))
+    check("purge-schedule.json: a purge run's report (nothing due yet)",
+          isinstance(purged, dict) and purged.get("purged") == 0 and "more" in purged, purged)
 
     bus = invoke("CreateFunction", fixture("provision-eventbridge.json"))
     check("provision-eventbridge.json: created", bus and bus.get("status") == "created", bus)
@@ -184,6 +198,11 @@ def contract_through_start_api():
 
     status, body = request("GET", f"/org/get?organization_name={org}-x")
     check("GET /org/get after the delete: 404", status == 404, (status, body))
+
+    status, body = request("POST", "/org/restore", {"organization_name": f"{org}-x", "email": email,
+                                                    "password": password})
+    check("POST /org/restore (public, no token): 200 back", status == 200
+          and body.get("organization_name") == f"{org}-x", (status, body))
 
     status, body = request("POST", "/org/create", b'{"organization_name": "\xff\xfe"}')
     check("POST /org/create with a JSON-labelled body that is not UTF-8: the function's 400",

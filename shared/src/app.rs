@@ -183,7 +183,8 @@ impl App {
                 };
                 Ok(Store::connect(&db.cfg, uri.expose())
                     .await?
-                    .with_events(self.publisher.is_some()))
+                    .with_events(self.publisher.is_some())
+                    .with_audit_retention(self.config.audit_retention))
             })
             .await
     }

@@ -38,6 +38,8 @@ pub enum Section {
     CredentialChange,
     /// How long a deleted organization can be restored.
     Deletion,
+    /// How long audit entries are kept (the functions that write them).
+    Audit,
 }
 
 pub const MONGODB_URI: &str = "MONGODB_URI";
@@ -70,6 +72,8 @@ pub const CREDENTIAL_CHANGE_MAX_TOKEN_AGE_SECS: &str = "CREDENTIAL_CHANGE_MAX_TO
 /// For how many days a deleted organization can be restored before the
 /// purge removes it (0: a delete removes it at once).
 pub const DELETED_RETENTION_DAYS: &str = "DELETED_RETENTION_DAYS";
+/// For how many days audit entries are kept (a TTL index removes them).
+pub const AUDIT_RETENTION_DAYS: &str = "AUDIT_RETENTION_DAYS";
 /// A PEM file of certificate authorities the AWS clients trust besides the
 /// built-in Amazon Trust Services roots (an emulator or proxy with its own
 /// CA); the name the other AWS SDKs and the CLI use.
@@ -121,6 +125,7 @@ impl Section {
             Section::Provisioning => &[PROVISIONING_ALLOW_PLAINTEXT],
             Section::CredentialChange => &[CREDENTIAL_CHANGE_MAX_TOKEN_AGE_SECS],
             Section::Deletion => &[DELETED_RETENTION_DAYS],
+            Section::Audit => &[AUDIT_RETENTION_DAYS],
         }
     }
 }
@@ -206,6 +211,8 @@ pub struct Config {
     pub credential_change_max_token_age: Duration,
     /// How long a deleted organization stays restorable; none, not at all.
     pub deleted_retention: Option<Duration>,
+    /// How long audit entries are kept.
+    pub audit_retention: Duration,
     /// Where lifecycle events go; none configured, none are recorded.
     pub event_bus: Option<String>,
     /// The path of extra certificate authorities for the AWS clients.
@@ -235,6 +242,7 @@ pub const DEFAULT_MAX_ORGANIZATIONS: u64 = 10_000;
 pub const DEFAULT_CREATE_LIMIT_PER_SOURCE_PER_HOUR: u64 = 20;
 pub const DEFAULT_CREDENTIAL_CHANGE_MAX_TOKEN_AGE: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_DELETED_RETENTION_DAYS: u64 = 30;
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 400;
 /// HS256 wants a key at least as long as its 256-bit output (RFC 7518 3.2).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -377,6 +385,18 @@ impl Config {
             None
         };
 
+        let audit_days = if sections.contains(&Section::Audit) {
+            number(
+                AUDIT_RETENTION_DAYS,
+                var,
+                DEFAULT_AUDIT_RETENTION_DAYS,
+                1..=3_650,
+            )?
+        } else {
+            DEFAULT_AUDIT_RETENTION_DAYS
+        };
+        let audit_retention = Duration::from_secs(audit_days * 86_400);
+
         let event_bus = if sections.contains(&Section::Events) {
             var(EVENT_BUS_NAME)
         } else {
@@ -399,6 +419,7 @@ impl Config {
             provisioning_plaintext,
             credential_change_max_token_age,
             deleted_retention,
+            audit_retention,
             event_bus,
             aws_ca_bundle,
             aws_endpoint_url,

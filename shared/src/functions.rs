@@ -36,6 +36,8 @@ pub enum Function {
     /// No route: an hourly schedule removes deleted organizations past their
     /// retention.
     Purge,
+    /// `GET /org/audit`: the token's organization's audit trail.
+    Audit,
     Authorizer,
 }
 
@@ -51,7 +53,7 @@ pub enum StartIndexes {
 }
 
 impl Function {
-    pub const ALL: [Function; 8] = [
+    pub const ALL: [Function; 9] = [
         Function::Login,
         Function::Create,
         Function::Get,
@@ -59,6 +61,7 @@ impl Function {
         Function::Delete,
         Function::Restore,
         Function::Purge,
+        Function::Audit,
         Function::Authorizer,
     ];
 
@@ -72,6 +75,7 @@ impl Function {
             Function::Delete => "delete",
             Function::Restore => "restore",
             Function::Purge => "purge",
+            Function::Audit => "audit",
             Function::Authorizer => "authorizer",
         }
     }
@@ -94,6 +98,7 @@ impl Function {
             Function::Update => route("PUT", "/org/update", true),
             Function::Delete => route("DELETE", "/org/delete", true),
             Function::Restore => route("POST", "/org/restore", false),
+            Function::Audit => route("GET", "/org/audit", true),
             Function::Purge | Function::Authorizer => None,
         }
     }
@@ -116,7 +121,7 @@ impl Function {
     pub fn sections(self) -> &'static [Section] {
         use Section::*;
         match self {
-            Function::Login => &[Logging, Aws, Database, Tokens, Passwords],
+            Function::Login => &[Logging, Aws, Database, Tokens, Passwords, Audit],
             Function::Create => &[
                 Logging,
                 Aws,
@@ -126,6 +131,7 @@ impl Function {
                 Limits,
                 Provisioning,
                 Events,
+                Audit,
             ],
             Function::Get => &[Logging, Aws, Database],
             Function::Update => &[
@@ -137,10 +143,12 @@ impl Function {
                 PasswordPolicy,
                 CredentialChange,
                 Events,
+                Audit,
             ],
-            Function::Delete => &[Logging, Aws, Database, Tokens, Events, Deletion],
-            Function::Restore => &[Logging, Aws, Database, Passwords, Events],
-            Function::Purge => &[Logging, Aws, Database, Events],
+            Function::Delete => &[Logging, Aws, Database, Tokens, Events, Deletion, Audit],
+            Function::Restore => &[Logging, Aws, Database, Passwords, Events, Audit],
+            Function::Purge => &[Logging, Aws, Database, Events, Audit],
+            Function::Audit => &[Logging, Aws, Database, Tokens],
             // The database too: a token issued before its admin's last
             // credential change is refused here as well as by the functions.
             Function::Authorizer => &[Logging, Aws, Database, Tokens],
@@ -188,6 +196,6 @@ mod tests {
             assert_eq!(Function::for_route(r.method, r.path), Some(f));
         }
         assert_eq!(Function::for_route("GET", "/admin/login"), None);
-        assert_eq!(Function::routes().count(), 6);
+        assert_eq!(Function::routes().count(), 7);
     }
 }

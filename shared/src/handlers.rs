@@ -19,7 +19,10 @@ use crate::domain::{Email, OrgName, Password};
 use crate::error::{ApiError, Conflict};
 use crate::functions::Function;
 use crate::http::{self, error_response, json_response, Organization};
-use crate::store::{AdminDoc, CredentialChange, Idempotent, LoginKeys, NewOrganization};
+use crate::store::{
+    Action, Actor, AdminDoc, AuditContext, AuditCursor, CredentialChange, Idempotent, LoginKeys,
+    NewOrganization,
+};
 use crate::App;
 
 const ORGANIZATION_NAME: &str = "organization_name";
@@ -51,6 +54,15 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// The audit context of `req`, acted by `actor`.
+fn audit_context(req: &Request, actor: Actor) -> AuditContext {
+    AuditContext {
+        actor,
+        source_ip: http::source_ip(req).map(str::to_owned),
+        request_id: http::gateway_request_id(req).map(str::to_owned),
+    }
 }
 
 fn record_org(org_id: &str) {
@@ -141,8 +153,21 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
         let keys = LoginKeys::new(&email, http::source_ip(&req));
         let (allowed, admin) =
             tokio::join!(store.check_login_allowed(&keys), store.find_admin(&email));
-        let had_failures = allowed?;
         let admin = admin?;
+        // Every attempt leaves an entry (its organization's, when the email
+        // is an admin's), written before the answer goes out.
+        let attempt = audit_context(&req, Actor::Anonymous(email.as_str().to_owned()));
+        let attempted_org = admin.as_ref().map(|a| a.organization_id);
+        let had_failures = match allowed {
+            Ok(had_failures) => had_failures,
+            Err(e @ ApiError::TooManyRequests { .. }) => {
+                store
+                    .audit_login(attempted_org, Action::LoginThrottled, &attempt)
+                    .await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let matched = verify_password(
             &password,
             admin.as_ref().map(|a| a.password_hash.as_str()),
@@ -152,15 +177,23 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
         const BAD_CREDENTIALS: ApiError = ApiError::Unauthorized("invalid email or password");
         let Some(admin) = admin.filter(|_| matched) else {
             store.record_login_failure(&keys).await?;
+            store
+                .audit_login(attempted_org, Action::LoginFailed, &attempt)
+                .await;
             return Err(BAD_CREDENTIALS);
         };
         // The admin of an organization that is being created or deleted
         // cannot log in yet, or any more.
-        let org = store
+        let Some(org) = store
             .find_org_by_id(admin.organization_id)
             .await?
             .filter(|o| o.state.allows_login())
-            .ok_or(BAD_CREDENTIALS)?;
+        else {
+            store
+                .audit_login(attempted_org, Action::LoginFailed, &attempt)
+                .await;
+            return Err(BAD_CREDENTIALS);
+        };
         record_org(&org.id.to_hex());
         if had_failures {
             store.clear_login_failures(&keys).await?;
@@ -187,6 +220,10 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
             admin.token_version,
         )
         .await?;
+        let succeeded = audit_context(&req, Actor::Admin(admin.id.to_hex()));
+        store
+            .audit_login(Some(org.id), Action::LoginSucceeded, &succeeded)
+            .await;
         Ok(json_response(200, &body))
     })
     .await
@@ -214,9 +251,10 @@ pub async fn create(app: &App, req: Request) -> Response<Body> {
             &[name.as_str(), email.as_str()],
         )?;
         let source = http::source_ip(&req);
+        let audit = audit_context(&req, Actor::Anonymous(email.as_str().to_owned()));
         let store = app.store().await?;
         let Some(key) = key else {
-            return create_org(app, name, email, &password, source).await;
+            return create_org(app, name, email, &password, source, audit).await;
         };
         match store
             .idempotency_begin(key, &fingerprint(&name, &email))
@@ -244,7 +282,7 @@ pub async fn create(app: &App, req: Request) -> Response<Body> {
                 return Err(ApiError::Conflict(Conflict::IdempotencyInProgress))
             }
         }
-        let outcome = create_org(app, name, email, &password, source).await;
+        let outcome = create_org(app, name, email, &password, source, audit).await;
         let response = match &outcome {
             Ok(response) => response.clone(),
             Err(e) => json_response(e.status(), &e.body()),
@@ -290,6 +328,7 @@ async fn create_org(
     email: Email,
     password: &Password,
     source: Option<&str>,
+    audit: AuditContext,
 ) -> Result<Response<Body>, ApiError> {
     let store = app.store().await?;
     if let Some(limit) = app.config.limits.creates_per_source_per_hour {
@@ -301,6 +340,7 @@ async fn create_org(
         email,
         password_hash,
         provisioned: None,
+        audit,
     };
     let done = store
         .create_org(new, app.config.limits.max_organizations)
@@ -409,6 +449,7 @@ pub async fn update(app: &App, req: Request) -> Response<Body> {
                 password_hash,
                 token_version: session.claims.ver,
             },
+            &audit_context(&req, Actor::Admin(session.admin.id.to_hex())),
         ))
         .await?;
         let org = &updated.finished.org;
@@ -443,9 +484,14 @@ pub async fn delete(app: &App, req: Request) -> Response<Body> {
         )?;
         let (org_id, admin_id) = acting_for(app, &claims, true).await?;
         let store = app.store().await?;
-        let done =
-            Box::pin(store.delete_org(org_id, admin_id, &name, app.config.deleted_retention))
-                .await?;
+        let done = Box::pin(store.delete_org(
+            org_id,
+            admin_id,
+            &name,
+            app.config.deleted_retention,
+            &audit_context(&req, Actor::Admin(admin_id.to_hex())),
+        ))
+        .await?;
         app.publish_own_events(done.event.as_slice()).await;
         Ok(json_response(
             200,
@@ -497,12 +543,79 @@ pub async fn restore(app: &App, req: Request) -> Response<Body> {
         if had_failures {
             store.clear_login_failures(&keys).await?;
         }
-        let done = Box::pin(store.restore_org(record, new_name.as_ref())).await?;
+        let admin_id = record.admin.as_ref().map(|a| a.id.to_hex());
+        let audit = audit_context(&req, Actor::Admin(admin_id.unwrap_or_default()));
+        let done = Box::pin(store.restore_org(record, new_name.as_ref(), &audit)).await?;
         record_org(&done.org.id.to_hex());
         app.publish_own_events(done.event.as_slice()).await;
         Ok(json_response(200, &Organization::from(&done.org)))
     })
     .await
+}
+
+/// How many entries one page of `GET /org/audit` may hold, and holds by default.
+const AUDIT_PAGE_MAX: u32 = 100;
+const AUDIT_PAGE_DEFAULT: u32 = 50;
+
+/// GET /org/audit?limit=&cursor= (bearer) → 200 `{entries, next_cursor}`:
+/// the token's organization's audit trail, newest first; `next_cursor`
+/// (opaque) continues after the page's last entry, null after the last page.
+pub async fn audit(app: &App, req: Request) -> Response<Body> {
+    serve("GET /org/audit", &req, async {
+        http::require_method(&req, "GET")?;
+        let claims = bearer(app.tokens()?, &req).await?;
+        let limit = match http::optional_query_param(&req, "limit")? {
+            None => AUDIT_PAGE_DEFAULT,
+            Some(raw) => raw
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=AUDIT_PAGE_MAX).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "limit",
+                        format!("must be a whole number from 1 to {AUDIT_PAGE_MAX}"),
+                    )
+                })?,
+        };
+        let cursor = http::optional_query_param(&req, "cursor")?
+            .map(|raw| {
+                AuditCursor::parse(raw).ok_or_else(|| {
+                    ApiError::invalid("cursor", "must be a next_cursor this service returned")
+                })
+            })
+            .transpose()?;
+        let session = session(app, claims).await?;
+        let page = app
+            .store()
+            .await?
+            .audit_page(session.admin.organization_id, limit, cursor)
+            .await?;
+        let entries: Vec<serde_json::Value> = page.entries.iter().map(audit_entry_json).collect();
+        Ok(json_response(
+            200,
+            &json!({ "entries": entries, "next_cursor": page.next.map(|c| c.encode()) }),
+        ))
+    })
+    .await
+}
+
+fn audit_entry_json(entry: &crate::store::AuditEntry) -> serde_json::Value {
+    let (kind, id) = match &entry.context.actor {
+        Actor::Admin(id) => ("admin", id),
+        Actor::Anonymous(id) => ("anonymous", id),
+        Actor::Provisioning(id) => ("provisioning", id),
+        Actor::Operator(id) => ("operator", id),
+        Actor::System(id) => ("system", id),
+    };
+    json!({
+        "id": entry.id.to_hex(),
+        "at": entry.at.try_to_rfc3339_string().unwrap_or_default(),
+        "action": entry.action,
+        "actor": { "kind": kind, "id": id },
+        "source_ip": entry.context.source_ip,
+        "request_id": entry.context.request_id,
+        "outcome": entry.outcome,
+    })
 }
 
 /// Routes a request to its handler by method and path, as API Gateway does
@@ -519,6 +632,7 @@ pub async fn dispatch(app: &App, req: Request) -> Response<Body> {
         Some(Function::Update) => Box::pin(update(app, req)).await,
         Some(Function::Delete) => Box::pin(delete(app, req)).await,
         Some(Function::Restore) => Box::pin(restore(app, req)).await,
+        Some(Function::Audit) => Box::pin(audit(app, req)).await,
         Some(Function::Purge | Function::Authorizer) | None => {
             error_response(&ApiError::NotFound("no such route".into()))
         }

@@ -157,15 +157,21 @@ impl JsonObject {
 
 /// The single value of query parameter `name`.
 pub fn query_param<'r>(req: &'r Request, name: &str) -> Result<&'r str, ApiError> {
+    optional_query_param(req, name)?
+        .ok_or_else(|| ApiError::invalid(name, "query parameter is required"))
+}
+
+/// A query parameter that may be absent, given at most once.
+pub fn optional_query_param<'r>(req: &'r Request, name: &str) -> Result<Option<&'r str>, ApiError> {
     let params = req.query_string_parameters_ref();
     let values = params.and_then(|p| p.all(name)).unwrap_or_default();
     match values.as_slice() {
-        [] => Err(ApiError::invalid(name, "query parameter is required")),
+        [] => Ok(None),
         [one] if one.len() > MAX_FIELD_BYTES => Err(ApiError::invalid(
             name,
             format!("must be at most {MAX_FIELD_BYTES} bytes"),
         )),
-        [one] => Ok(one),
+        [one] => Ok(Some(one)),
         _ => Err(ApiError::invalid(name, "must be given once")),
     }
 }
@@ -178,6 +184,15 @@ pub fn header<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
 pub fn source_ip(req: &Request) -> Option<&str> {
     match req.request_context_ref()? {
         lambda_http::request::RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref(),
+        _ => None,
+    }
+}
+
+/// The gateway's id of the request (`requestContext.requestId`), which its
+/// access log carries too.
+pub fn gateway_request_id(req: &Request) -> Option<&str> {
+    match req.request_context_ref()? {
+        lambda_http::request::RequestContext::ApiGatewayV2(ctx) => ctx.request_id.as_deref(),
         _ => None,
     }
 }

@@ -38,7 +38,7 @@ use crate::auth::{hash_password, parse_bcrypt_hash, verify_password};
 use crate::domain::{Email, OrgName, Password};
 use crate::error::{cause_chain, ApiError};
 use crate::http::JsonObject;
-use crate::store::{Finished, NewOrganization, OrgDoc, OrgState};
+use crate::store::{Actor, AuditContext, Finished, NewOrganization, OrgDoc, OrgState};
 use crate::{handlers, App};
 
 /// The detail-type of a provisioning request on EventBridge.
@@ -181,7 +181,11 @@ impl ProvisionRequest {
 
 /// Creates the organization a provisioning request asks for, or recognises it
 /// as delivered before.
-pub async fn provision(app: &App, request: Value) -> Result<Outcome, ApiError> {
+pub async fn provision(
+    app: &App,
+    request: Value,
+    origin: AuditContext,
+) -> Result<Outcome, ApiError> {
     let req = match parse_request(request, app.tenant_db()?, app)? {
         Ok(req) => req,
         Err(reason) => return Ok(Outcome::Discarded(reason)),
@@ -199,6 +203,7 @@ pub async fn provision(app: &App, request: Value) -> Result<Outcome, ApiError> {
         email: req.email.clone(),
         password_hash,
         provisioned: Some(req.fingerprint()),
+        audit: origin,
     };
     let store = app.store().await?;
     match store
@@ -263,9 +268,14 @@ pub async fn sqs_batch(app: &App, batch: SqsEvent) -> SqsBatchResponse {
     // finished organization rather than each other's operation in progress.
     for record in batch.records {
         let id = record.message_id.unwrap_or_default();
+        let origin = AuditContext {
+            actor: Actor::Provisioning(record.event_source_arn.unwrap_or_else(|| "sqs".into())),
+            source_ip: None,
+            request_id: Some(id.clone()),
+        };
         let outcome = match record.body.as_deref() {
             Some(body) => match unwrap_message(body) {
-                Ok(request) => provision(app, request).await,
+                Ok(request) => provision(app, request, origin).await,
                 Err(e) => Err(e),
             },
             None => Err(ApiError::Malformed("message has no body".into())),
@@ -314,7 +324,12 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, lambd
             let event: EventBridgeEvent = serde_json::from_value(payload)
                 .map_err(|e| format!("not an EventBridge event: {e}"))?;
             let id = event.id.unwrap_or_default();
-            let outcome = provision(app, event.detail).await;
+            let origin = AuditContext {
+                actor: Actor::Provisioning(event.source.clone()),
+                source_ip: None,
+                request_id: Some(id.clone()),
+            };
+            let outcome = provision(app, event.detail, origin).await;
             log_outcome("eventbridge", &id, &outcome);
             match outcome {
                 Ok(Outcome::Created(done)) => {

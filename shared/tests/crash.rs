@@ -53,6 +53,15 @@ fn run_until_killed(t: &TestApp, event: &str, failpoint: &str, env: &[(&str, &st
     );
 }
 
+/// The action has exactly one audit entry, however often its steps ran.
+async fn assert_audited_once(t: &TestApp, action: &str, point: &str) {
+    assert_eq!(
+        t.count("audit", doc! {"action": action}).await,
+        1,
+        "{point}: entries of {action}"
+    );
+}
+
 async fn lease_zero_app() -> TestApp {
     TestApp::with(|c| c.operation_lease = Duration::ZERO).await
 }
@@ -96,6 +105,7 @@ async fn a_create_killed_at_any_step_is_finished_by_its_retry() {
 
         assert_eq!(retry.status, 201, "{point}: {}", retry.body);
         assert_invariants(&t).await;
+        assert_audited_once(&t, "organization.created", point).await;
         assert_eq!(t.tenant_collections().await, ["org_acme"], "{point}");
         t.login("admin@acme.example", PASSWORD).await;
         t.drop().await;
@@ -165,6 +175,7 @@ async fn a_rename_killed_at_any_step_loses_nothing_and_is_finished_by_its_retry(
         assert_eq!(retry.status, 200, "{point}: {}", retry.body);
         assert_eq!(retry.body["organization_name"], "acme-new");
         assert_invariants(&t).await;
+        assert_audited_once(&t, "organization.renamed", point).await;
         assert_eq!(t.tenant_collections().await, ["org_acme-new"], "{point}");
         assert_tenant_intact(&t, "org_acme-new").await;
         t.login("admin@acme.example", "a-new-password").await;
@@ -212,6 +223,7 @@ async fn a_delete_killed_at_any_step_leaves_no_orphan_and_no_admin_after_its_ret
         }
         assert_eq!(retry.status, 200, "{point}: {}", retry.body);
         assert_invariants(&t).await;
+        assert_audited_once(&t, "organization.deleted", point).await;
         assert_eq!(t.tenant_collections().await, ["org_bystander"], "{point}");
         assert_eq!(
             t.count("admins", doc! {"email": "admin@acme.example"})
@@ -280,6 +292,7 @@ async fn a_soft_delete_killed_at_any_step_is_finished_by_its_retry_and_loses_not
         assert_eq!(retry.status, 200, "{point}: {}", retry.body);
         assert_eq!(retry.body["organization"]["organization_name"], "acme");
         assert_invariants(&t).await;
+        assert_audited_once(&t, "organization.deleted", point).await;
         assert_eq!(t.tenant_collections().await, ["org_bystander"], "{point}");
         assert_eq!(t.holding_collections().await.len(), 1, "{point}");
         assert_restorable(&t, point).await;
@@ -313,6 +326,7 @@ async fn a_restore_killed_at_any_step_is_finished_by_its_retry_and_loses_nothing
         run_until_killed(&t, &restore_event(), point, &[]);
 
         assert_restorable(&t, point).await;
+        assert_audited_once(&t, "organization.restored", point).await;
         assert_eq!(
             t.count("deleted_organizations", doc! {}).await,
             0,
@@ -395,6 +409,7 @@ async fn a_purge_killed_at_any_step_is_finished_by_the_next_run() {
         );
         assert!(t.holding_collections().await.is_empty(), "{point}");
         assert_invariants(&t).await;
+        assert_audited_once(&t, "organization.purged", point).await;
         assert_eq!(t.tenant_collections().await, ["org_bystander"]);
         t.drop().await;
     }

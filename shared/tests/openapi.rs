@@ -298,13 +298,23 @@ fn with_unreachable_database(t: &TestApp) -> App {
 /// Repeats a request that fails (401) until it is throttled (429), each
 /// answer checked against the document.
 async fn until_throttled(route: &mut RouteProbe, t: &TestApp, request: impl Fn() -> Request) {
+    until_throttled_after(route, t, 401, request).await;
+}
+
+/// The same for a route whose failed attempt is `failure`.
+async fn until_throttled_after(
+    route: &mut RouteProbe,
+    t: &TestApp,
+    failure: u16,
+    request: impl Fn() -> Request,
+) {
     for _ in 0..MAX_FAILED_LOGINS {
         let r = t.call(request()).await;
         if r.status == 429 {
             route.expect(429, r);
             return;
         }
-        route.expect(401, r);
+        route.expect(failure, r);
     }
 }
 
@@ -686,15 +696,30 @@ async fn restore_answers_every_documented_status_as_the_document_describes_it() 
     );
     route.expect(200, t.call(acme(PASSWORD)).await);
     // Wrong passwords are throttled like failed logins (a 404 each, then 429).
-    let guess = || restore("named", "admin@named.example", "wrong-password", None);
-    for _ in 0..MAX_FAILED_LOGINS {
-        let r = t.call(guess()).await;
-        if r.status == 429 {
-            route.expect(429, r);
-            break;
-        }
-        route.expect(404, r);
-    }
+    until_throttled_after(&mut route, &t, 404, || {
+        restore("named", "admin@named.example", "wrong-password", None)
+    })
+    .await;
+
+    route.assert_every_documented_status_was_produced();
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn audit_answers_every_documented_status_as_the_document_describes_it() {
+    let t = TestApp::new().await;
+    let mut route = RouteProbe::new("GET", "/org/audit");
+    let (_, token) = t.create_and_login("acme").await;
+    let page = |query: &[(&str, &str)], token: Option<&str>| {
+        event("GET", "/org/audit", query, None, token)
+    };
+
+    route.expect(200, t.call(page(&[("limit", "1")], Some(&token))).await);
+    route.expect(401, t.call(page(&[], None)).await);
+    route.expect(422, t.call(page(&[("limit", "0")], Some(&token))).await);
+    route.expect(422, t.call(page(&[("cursor", "x")], Some(&token))).await);
+    let down = with_unreachable_database(&t);
+    route.expect(503, call(&down, page(&[], Some(&token))).await);
 
     route.assert_every_documented_status_was_produced();
     t.drop().await;

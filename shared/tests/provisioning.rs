@@ -421,6 +421,7 @@ async fn an_event_its_request_never_published_is_held_then_sent_by_the_scheduled
             id("admin_id"),
             &OrgName::parse("acme-two", store.tenant_db()).unwrap(),
             CredentialChange::default(),
+            &shared::store::AuditContext::system("test"),
         )
         .await
         .unwrap();

@@ -6,6 +6,7 @@ use mongodb::bson::{doc, oid::ObjectId, Document};
 use mongodb::options::ReturnDocument;
 use tracing::instrument;
 
+use super::audit::{Action, AuditContext};
 use super::model::{AdminDoc, CredentialChange, OrgDoc, OrgState};
 use super::{db_error, is_duplicate_key, Store};
 use crate::domain::Email;
@@ -107,13 +108,39 @@ impl Store {
     /// token version, moving the version on; the new version, or none when
     /// nothing changed. A session whose version has moved on meanwhile (a
     /// concurrent change through another token) gets a 401.
+    ///
+    /// The change and its audit entries (`admin.email_changed`,
+    /// `admin.password_changed`) are one transaction: two single-document
+    /// writes with nothing between them that a transaction cannot hold, so
+    /// no crash leaves a change without its entry or an entry without its
+    /// change.
     pub(super) async fn change_credentials(
         &self,
         org: &OrgDoc,
         change: &CredentialChange,
+        audit: &AuditContext,
     ) -> Result<Option<i64>, ApiError> {
         if change.is_empty() {
             return Ok(None);
+        }
+        let mut entries = Vec::new();
+        if change.email.is_some() {
+            entries.push(self.audit_entry(
+                ObjectId::new(),
+                Some(org.id),
+                Action::AdminEmailChanged,
+                audit,
+                "succeeded",
+            ));
+        }
+        if change.password_hash.is_some() {
+            entries.push(self.audit_entry(
+                ObjectId::new(),
+                Some(org.id),
+                Action::AdminPasswordChanged,
+                audit,
+                "succeeded",
+            ));
         }
         let mut set = Document::new();
         if let Some(email) = &change.email {
@@ -122,6 +149,12 @@ impl Store {
         if let Some(hash) = &change.password_hash {
             set.insert("password_hash", hash.as_str());
         }
+        let mut session = self.client.start_session().await.map_err(db_error)?;
+        session
+            .start_transaction()
+            .write_concern(super::durable())
+            .await
+            .map_err(db_error)?;
         let changed = self
             .admins
             .find_one_and_update(
@@ -133,12 +166,20 @@ impl Store {
                 doc! { "$set": set, "$inc": { "token_version": 1_i64 } },
             )
             .return_document(ReturnDocument::After)
+            .session(&mut session)
             .await;
-        match changed {
-            Ok(Some(admin)) => Ok(Some(admin.token_version)),
-            Ok(None) => Err(STALE_TOKEN),
-            Err(e) if is_duplicate_key(&e) => Err(email_taken()),
-            Err(e) => Err(db_error(e)),
-        }
+        let version = match changed {
+            Ok(Some(admin)) => admin.token_version,
+            Ok(None) => return Err(STALE_TOKEN),
+            Err(e) if is_duplicate_key(&e) => return Err(email_taken()),
+            Err(e) => return Err(db_error(e)),
+        };
+        self.audit
+            .insert_many(&entries)
+            .session(&mut session)
+            .await
+            .map_err(db_error)?;
+        session.commit_transaction().await.map_err(db_error)?;
+        Ok(Some(version))
     }
 }

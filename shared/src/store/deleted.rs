@@ -8,9 +8,10 @@
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
 use mongodb::options::ReturnDocument;
 
+use super::audit::{Action, AuditContext};
 use super::model::{
-    holding_collection, AdminDoc, DeletedAdmin, DeletedOrgDoc, DeletedState, Finished, OrgDoc,
-    OrgState, Pending, PurgeReport,
+    holding_collection, DeletedAdmin, DeletedOrgDoc, DeletedState, Finished, OrgDoc, OrgState,
+    Pending, PurgeReport,
 };
 use super::outbox::{self, OutboxEntry};
 use super::{db_error, is_duplicate_key, Store};
@@ -129,6 +130,13 @@ impl Store {
                 outbox::deleted(org.id, &org.name, Some(purge_after)),
             )
             .await?;
+        self.record_audit(
+            pending.op_id,
+            org.id,
+            Action::OrganizationDeleted,
+            pending.audit.as_ref(),
+        )
+        .await?;
         let admin = self
             .admins
             .find_one(doc! { "_id": org.admin_id })
@@ -333,6 +341,7 @@ impl Store {
         &self,
         record: DeletedOrgDoc,
         new_name: Option<&OrgName>,
+        audit: &AuditContext,
     ) -> Result<Finished, ApiError> {
         let record = match record.state {
             DeletedState::Deleted => record,
@@ -363,22 +372,13 @@ impl Store {
         };
         self.ensure_unique_indexes().await?;
         let now = DateTime::now();
-        let op_id = ObjectId::new();
-        let claim =
-            mongodb::bson::to_document(&Pending::of(op_id, now)).map_err(ApiError::internal)?;
         let claimed = self
-            .deleted
-            .find_one_and_update(
-                doc! {
-                    "_id": record.id,
-                    "state": DeletedState::Deleted.as_str(),
-                    "purge_after": { "$gt": now },
-                },
-                doc! { "$set": { "state": DeletedState::Restoring.as_str(), "pending": claim } },
+            .claim_record(
+                doc! { "_id": record.id, "purge_after": { "$gt": now } },
+                DeletedState::Restoring,
+                now,
             )
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(db_error)?;
+            .await?;
         let Some(claimed) = claimed else {
             let current = self
                 .deleted
@@ -390,6 +390,9 @@ impl Store {
                 _ => not_found(),
             });
         };
+        let op_id = claimed
+            .op_id()
+            .ok_or_else(|| ApiError::internal("a claimed record without its claim"))?;
         failpoint::hit("restore:after_claim");
 
         let old = OrgName::from_stored(record.name.clone());
@@ -403,6 +406,7 @@ impl Store {
             pending.from_name = Some(record.name.clone());
             pending.to_name = Some(name.as_str().to_owned());
             pending.token_version = Some(admin.token_version + 1);
+            pending.audit = Some(audit.clone());
             let doc = OrgDoc {
                 id: record.organization_id,
                 name: name.as_str().to_owned(),
@@ -462,37 +466,14 @@ impl Store {
             .pending
             .as_ref()
             .ok_or_else(|| ApiError::internal("restoring organization without pending data"))?;
-        let (Some(email), Some(hash), Some(from)) = (
-            &pending.admin_email,
-            &pending.password_hash,
-            &pending.from_name,
-        ) else {
+        let Some(from) = &pending.from_name else {
             return Err(ApiError::internal(
-                "restoring organization without its admin",
+                "restoring organization without its old name",
             ));
         };
-        let admin = AdminDoc {
-            id: org.admin_id,
-            email: email.clone(),
-            password_hash: hash.clone(),
-            organization_id: org.id,
-            created_at: org.created_at,
-            token_version: pending.token_version.unwrap_or(0),
-        };
-        match self.admins.insert_one(&admin).await {
-            Ok(_) => {}
-            Err(e) if is_duplicate_key(&e) => {
-                let ours = self
-                    .admins
-                    .find_one(doc! { "_id": org.admin_id })
-                    .await
-                    .map_err(db_error)?;
-                if ours.is_none() {
-                    self.roll_back_restore(org, pending.op_id).await?;
-                    return Err(ApiError::Conflict(Conflict::EmailTaken));
-                }
-            }
-            Err(e) => return Err(db_error(e)),
+        if !self.insert_pending_admin(org, pending).await? {
+            self.roll_back_restore(org, pending.op_id).await?;
+            return Err(ApiError::Conflict(Conflict::EmailTaken));
         }
         failpoint::hit("restore:after_admin_insert");
         self.move_tenant_collection_or_recreate(
@@ -508,6 +489,13 @@ impl Store {
                 outbox::restored(org.id, from, &org.name, &org.collection_name),
             )
             .await?;
+        self.record_audit(
+            pending.op_id,
+            org.id,
+            Action::OrganizationRestored,
+            pending.audit.as_ref(),
+        )
+        .await?;
         failpoint::hit("restore:after_collection");
         let done = self
             .activate(
@@ -579,22 +567,13 @@ impl Store {
         }
         for _ in 0..batch {
             let now = DateTime::now();
-            let op_id = ObjectId::new();
-            let claim =
-                mongodb::bson::to_document(&Pending::of(op_id, now)).map_err(ApiError::internal)?;
             let claimed = self
-                .deleted
-                .find_one_and_update(
-                    doc! {
-                        "state": DeletedState::Deleted.as_str(),
-                        "purge_after": { "$lte": now },
-                    },
-                    doc! { "$set": { "state": DeletedState::Purging.as_str(), "pending": claim } },
+                .claim_record(
+                    doc! { "purge_after": { "$lte": now } },
+                    DeletedState::Purging,
+                    now,
                 )
-                .sort(doc! { "state": 1, "purge_after": 1 })
-                .return_document(ReturnDocument::After)
-                .await
-                .map_err(db_error)?;
+                .await?;
             let Some(record) = claimed else {
                 return Ok(report);
             };
@@ -614,6 +593,29 @@ impl Store {
         Ok(report)
     }
 
+    /// Claims for a restore or a purge (`to`) the `deleted` record that
+    /// matches `filter` (the one due first), under a new operation id: a
+    /// compare-and-set on the state, so one claim wins.
+    async fn claim_record(
+        &self,
+        mut filter: mongodb::bson::Document,
+        to: DeletedState,
+        now: DateTime,
+    ) -> Result<Option<DeletedOrgDoc>, ApiError> {
+        filter.insert("state", DeletedState::Deleted.as_str());
+        let claim = mongodb::bson::to_document(&Pending::of(ObjectId::new(), now))
+            .map_err(ApiError::internal)?;
+        self.deleted
+            .find_one_and_update(
+                filter,
+                doc! { "$set": { "state": to.as_str(), "pending": claim } },
+            )
+            .sort(doc! { "state": 1, "purge_after": 1 })
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)
+    }
+
     /// Steps 2-4 of a purge: the event, the holding collection, the record.
     async fn finish_purge(&self, record: &DeletedOrgDoc) -> Result<Option<OutboxEntry>, ApiError> {
         let op_id = record
@@ -626,6 +628,13 @@ impl Store {
                 outbox::purged(record.organization_id, &record.name),
             )
             .await?;
+        self.record_audit(
+            op_id,
+            record.organization_id,
+            Action::OrganizationPurged,
+            Some(&AuditContext::system("purge")),
+        )
+        .await?;
         self.drop_tenant_collection(&record.holding_collection)
             .await?;
         failpoint::hit("purge:after_drop");

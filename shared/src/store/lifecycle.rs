@@ -10,6 +10,7 @@ use mongodb::options::ReturnDocument;
 use tracing::instrument;
 
 use super::admins::email_taken;
+use super::audit::{Action, AuditContext};
 use super::model::{
     AdminDoc, CredentialChange, Finished, NewOrganization, OrgDoc, OrgState, Pending, Updated,
 };
@@ -143,6 +144,7 @@ impl Store {
             email,
             password_hash,
             provisioned,
+            audit,
         } = new;
         let name = &name;
         if let Some(max) = max_organizations {
@@ -162,6 +164,7 @@ impl Store {
         let mut pending = Pending::new(now);
         pending.admin_email = Some(email.as_str().to_owned());
         pending.password_hash = Some(password_hash);
+        pending.audit = Some(audit);
         let org = OrgDoc {
             id: ObjectId::new(),
             name: name.as_str().to_owned(),
@@ -228,33 +231,9 @@ impl Store {
             .pending
             .as_ref()
             .ok_or_else(|| ApiError::internal("creating organization without pending data"))?;
-        let (Some(email), Some(hash)) = (&pending.admin_email, &pending.password_hash) else {
-            return Err(ApiError::internal(
-                "creating organization without its admin",
-            ));
-        };
-        let admin = AdminDoc {
-            id: org.admin_id,
-            email: email.clone(),
-            password_hash: hash.clone(),
-            organization_id: org.id,
-            created_at: org.created_at,
-            token_version: 0,
-        };
-        match self.admins.insert_one(&admin).await {
-            Ok(_) => {}
-            Err(e) if is_duplicate_key(&e) => {
-                let ours = self
-                    .admins
-                    .find_one(doc! { "_id": org.admin_id })
-                    .await
-                    .map_err(db_error)?;
-                if ours.is_none() {
-                    self.roll_back_create(org).await?;
-                    return Err(email_taken());
-                }
-            }
-            Err(e) => return Err(db_error(e)),
+        if !self.insert_pending_admin(org, pending).await? {
+            self.roll_back_create(org).await?;
+            return Err(email_taken());
         }
         failpoint::hit("create:after_admin_insert");
 
@@ -266,10 +245,49 @@ impl Store {
                 outbox::created(org.id, &org.name, &org.collection_name, org.admin_id),
             )
             .await?;
+        self.record_audit(
+            pending.op_id,
+            org.id,
+            Action::OrganizationCreated,
+            pending.audit.as_ref(),
+        )
+        .await?;
         failpoint::hit("create:after_collection");
 
         let done = self.activate(org, doc! {}, doc! {}, None).await?;
         Ok((done, event))
+    }
+
+    /// Inserts the admin an organization's pending create or restore
+    /// carries (at `pending.token_version`, 0 for a new one); true when it
+    /// is there now (this call or an earlier attempt put it there), false
+    /// when another admin has the email.
+    pub(super) async fn insert_pending_admin(
+        &self,
+        org: &OrgDoc,
+        pending: &Pending,
+    ) -> Result<bool, ApiError> {
+        let (Some(email), Some(hash)) = (&pending.admin_email, &pending.password_hash) else {
+            return Err(ApiError::internal("pending organization without its admin"));
+        };
+        let admin = AdminDoc {
+            id: org.admin_id,
+            email: email.clone(),
+            password_hash: hash.clone(),
+            organization_id: org.id,
+            created_at: org.created_at,
+            token_version: pending.token_version.unwrap_or(0),
+        };
+        match self.admins.insert_one(&admin).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(self
+                .admins
+                .find_one(doc! { "_id": org.admin_id })
+                .await
+                .map_err(db_error)?
+                .is_some()),
+            Err(e) => Err(db_error(e)),
+        }
     }
 
     async fn roll_back_create(&self, org: &OrgDoc) -> Result<(), ApiError> {
@@ -309,13 +327,14 @@ impl Store {
 
     /// Renames the organization `org_id` to `new_name` and/or changes its
     /// admin's credentials.
-    #[instrument(skip(self, credentials), fields(organization_id = %org_id, new_name = %new_name))]
+    #[instrument(skip(self, credentials, audit), fields(organization_id = %org_id, new_name = %new_name))]
     pub async fn update_org(
         &self,
         org_id: ObjectId,
         admin_id: ObjectId,
         new_name: &OrgName,
         credentials: CredentialChange,
+        audit: &AuditContext,
     ) -> Result<Updated, ApiError> {
         let org = self.get_org_by_id(org_id).await?;
         check_admin(&org, admin_id)?;
@@ -323,7 +342,7 @@ impl Store {
         // email, which only the unique indexes keep single.
         self.ensure_unique_indexes().await?;
         if org.name == new_name.as_str() {
-            let token_version = self.change_credentials(&org, &credentials).await?;
+            let token_version = self.change_credentials(&org, &credentials, audit).await?;
             return Ok(Updated {
                 finished: Finished { org, event: None },
                 token_version,
@@ -335,6 +354,7 @@ impl Store {
         let mut pending = Pending::new(now);
         pending.from_name = Some(org.name.clone());
         pending.to_name = Some(new_name.as_str().to_owned());
+        pending.audit = Some(audit.clone());
         let op_id = pending.op_id;
         let pending_doc = mongodb::bson::to_document(&pending).map_err(ApiError::internal)?;
         let claimed = self
@@ -361,7 +381,7 @@ impl Store {
         };
         failpoint::hit("rename:after_claim");
 
-        let token_version = match self.change_credentials(&claimed, &credentials).await {
+        let token_version = match self.change_credentials(&claimed, &credentials, audit).await {
             Ok(version) => version,
             Err(e) => {
                 // Give the new name back; the rename never started moving data.
@@ -415,6 +435,13 @@ impl Store {
                 outbox::renamed(org.id, from, to, &to_collection),
             )
             .await?;
+        self.record_audit(
+            pending.op_id,
+            org.id,
+            Action::OrganizationRenamed,
+            pending.audit.as_ref(),
+        )
+        .await?;
         failpoint::hit("rename:after_collection_rename");
 
         let done = self
@@ -472,13 +499,14 @@ impl Store {
     /// Deletes the organization called `name`, which must be `org_id`:
     /// restorable for `retention` (a soft delete, see [`Store::restore_org`]),
     /// or at once when there is none.
-    #[instrument(skip(self), fields(organization_id = %org_id, organization_name = %name))]
+    #[instrument(skip(self, audit), fields(organization_id = %org_id, organization_name = %name))]
     pub async fn delete_org(
         &self,
         org_id: ObjectId,
         admin_id: ObjectId,
         name: &OrgName,
         retention: Option<Duration>,
+        audit: &AuditContext,
     ) -> Result<Finished, ApiError> {
         // No unique index is needed here: a delete claims nothing.
         let Some(org) = self.find_org(doc! { "name": name.as_str() }).await? else {
@@ -508,6 +536,7 @@ impl Store {
         failpoint::hit("delete:before_mark");
         let mut pending = Pending::new(DateTime::now());
         pending.purge_after = retention.map(|r| later(pending.started_at, r));
+        pending.audit = Some(audit.clone());
         let pending_doc = mongodb::bson::to_document(&pending).map_err(ApiError::internal)?;
         let marked = self
             .orgs
@@ -552,12 +581,21 @@ impl Store {
         }
         let event = match &org.pending {
             Some(p) => {
-                self.record_event(
+                let event = self
+                    .record_event(
+                        p.op_id,
+                        outbox::DELETED,
+                        outbox::deleted(org.id, &org.name, None),
+                    )
+                    .await?;
+                self.record_audit(
                     p.op_id,
-                    outbox::DELETED,
-                    outbox::deleted(org.id, &org.name, None),
+                    org.id,
+                    Action::OrganizationDeleted,
+                    p.audit.as_ref(),
                 )
-                .await?
+                .await?;
+                event
             }
             None => None,
         };

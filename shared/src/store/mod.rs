@@ -14,6 +14,7 @@
 //! - [`model`]: the documents and the states an organization goes through.
 //! - [`lifecycle`]: create, rename and delete, and settling what a crash left.
 //! - [`deleted`]: soft-deleted organizations: their records, restore, purge.
+//! - [`audit`]: the audit trail of actions and login attempts.
 //! - [`admins`]: admins, their sessions (token versions) and credentials.
 //! - [`throttle`]: login throttling and the per-source create limit.
 //! - [`outbox`]: lifecycle events recorded with the operations' steps.
@@ -24,6 +25,7 @@
 //! publishing events (`events`).
 
 mod admins;
+mod audit;
 mod deleted;
 mod idempotency;
 mod lifecycle;
@@ -44,6 +46,9 @@ use tokio::sync::OnceCell;
 use crate::config::DatabaseConfig;
 use crate::error::ApiError;
 
+pub use audit::{
+    Action, Actor, AuditContext, AuditCursor, AuditEntry, AuditPage, DEFAULT_AUDIT_RETENTION,
+};
 pub use idempotency::{Idempotent, IDEMPOTENCY_TTL};
 pub use model::{
     holding_collection, AdminDoc, CredentialChange, DeletedAdmin, DeletedOrgDoc, DeletedState,
@@ -58,6 +63,7 @@ pub const LOGIN_ATTEMPTS: &str = "login_attempts";
 pub const OUTBOX: &str = "outbox";
 pub const IDEMPOTENCY: &str = "idempotency";
 pub const DELETED_ORGANIZATIONS: &str = "deleted_organizations";
+pub const AUDIT: &str = "audit";
 
 const DUPLICATE_KEY: i32 = 11000;
 const NAMESPACE_NOT_FOUND: i32 = 26;
@@ -74,12 +80,15 @@ pub struct Store {
     outbox: Collection<OutboxEntry>,
     idempotency: Collection<Document>,
     deleted: Collection<DeletedOrgDoc>,
+    audit: Collection<AuditEntry>,
+    audit_retention: Duration,
     events_enabled: bool,
     lease: Duration,
     throttle: LoginThrottle,
     unique_indexes: OnceCell<()>,
     expiry_indexes: OnceCell<()>,
     deleted_indexes: OnceCell<()>,
+    audit_indexes: OnceCell<()>,
 }
 
 /// Maps a driver error: the database being unreachable is a 503, anything else
@@ -102,6 +111,15 @@ pub fn db_error(err: mongodb::error::Error) -> ApiError {
     } else {
         ApiError::internal(err)
     }
+}
+
+/// Every lifecycle step must survive a crash of the server as well as of
+/// the function: acknowledged means journaled on a majority.
+fn durable() -> WriteConcern {
+    WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .journal(true)
+        .build()
 }
 
 /// `at` plus `after`, as stored times (expiries, holds, locks) are computed.
@@ -154,12 +172,7 @@ impl Store {
     }
 
     pub fn from_client(client: Client, cfg: &DatabaseConfig) -> Self {
-        // Every lifecycle step must survive a crash of the server as well as
-        // of the function: acknowledged means journaled on a majority.
-        let durable = WriteConcern::builder()
-            .w(Acknowledgment::Majority)
-            .journal(true)
-            .build();
+        let durable = durable();
         let master = client.database_with_options(
             &cfg.master_db,
             DatabaseOptions::builder()
@@ -177,6 +190,8 @@ impl Store {
             outbox: master.collection(OUTBOX),
             idempotency: master.collection(IDEMPOTENCY),
             deleted: master.collection(DELETED_ORGANIZATIONS),
+            audit: master.collection(AUDIT),
+            audit_retention: DEFAULT_AUDIT_RETENTION,
             events_enabled: false,
             throttle: LoginThrottle::default(),
             client,
@@ -187,12 +202,19 @@ impl Store {
             unique_indexes: OnceCell::new(),
             expiry_indexes: OnceCell::new(),
             deleted_indexes: OnceCell::new(),
+            audit_indexes: OnceCell::new(),
         }
     }
 
     /// Records lifecycle events in the outbox (when a bus is configured).
     pub fn with_events(mut self, enabled: bool) -> Self {
         self.events_enabled = enabled;
+        self
+    }
+
+    /// How long audit entries are kept (`AUDIT_RETENTION_DAYS`).
+    pub fn with_audit_retention(mut self, retention: Duration) -> Self {
+        self.audit_retention = retention;
         self
     }
 
@@ -229,6 +251,7 @@ impl Store {
     pub async fn ensure_indexes(&self) -> Result<(), ApiError> {
         self.ensure_unique_indexes().await?;
         self.ensure_deleted_indexes().await?;
+        self.ensure_audit_indexes().await?;
         self.expiry_indexes
             .get_or_try_init(|| async {
                 let ttl = || {

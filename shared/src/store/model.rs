@@ -69,6 +69,10 @@ pub struct Pending {
     /// one it was deleted with, so no earlier token works again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_version: Option<i64>,
+    /// Who started the operation, from where: its audit entry's context,
+    /// written by whoever finishes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<super::audit::AuditContext>,
 }
 
 impl Pending {
@@ -83,6 +87,7 @@ impl Pending {
             to_name: None,
             purge_after: None,
             token_version: None,
+            audit: None,
         }
     }
 }
@@ -228,6 +233,8 @@ pub struct NewOrganization {
     pub password_hash: String,
     /// The provisioning request's fingerprint; none over HTTP.
     pub provisioned: Option<String>,
+    /// Who asks, from where (the audit entry's context).
+    pub audit: super::audit::AuditContext,
 }
 
 /// A change to the admin's credentials, applied with a rename or on its own.

@@ -138,6 +138,9 @@ impl TestApp {
             deleted_retention: Some(std::time::Duration::from_secs(
                 shared::config::DEFAULT_DELETED_RETENTION_DAYS * 86_400,
             )),
+            audit_retention: std::time::Duration::from_secs(
+                shared::config::DEFAULT_AUDIT_RETENTION_DAYS * 86_400,
+            ),
             event_bus: None,
             aws_ca_bundle: None,
             aws_endpoint_url: None,
