@@ -9,8 +9,10 @@
 //! SAM `SQS` event would attach a managed policy for every queue), the purge
 //! function's hourly schedule and its narrow role, the gateway throttle on
 //! the public routes that run bcrypt (restore among them), the retention only
-//! the delete function reads, and fixture events that parse as the events the
-//! functions receive.
+//! the delete function reads, the audit retention that exactly the functions
+//! writing audit entries read, the audit route behind the authorizer and the
+//! audit function's narrow role, and fixture events that parse as the events
+//! the functions receive.
 //!
 //! CloudFormation short tags (`!Ref`, `!GetAtt`, `!Sub`) arrive from
 //! `serde_yaml` as `Value::Tagged`; [`intrinsic`] reads them and the long
@@ -26,8 +28,9 @@ use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use shared::aws_lambda_events::eventbridge::EventBridgeEvent;
 use shared::aws_lambda_events::sqs::SqsEvent;
 use shared::config::{
-    Config, Function, Section, DELETED_RETENTION_DAYS, EVENT_BUS_NAME, JWT_SECRET, JWT_SECRET_ARN,
-    LOCAL_ONLY_VARS, MONGODB_URI_SECRET_ARN, OPERATION_LEASE_SECS, PROVISIONING_ALLOW_PLAINTEXT,
+    Config, Function, Section, AUDIT_RETENTION_DAYS, DEFAULT_AUDIT_RETENTION_DAYS,
+    DELETED_RETENTION_DAYS, EVENT_BUS_NAME, JWT_SECRET, JWT_SECRET_ARN, LOCAL_ONLY_VARS,
+    MONGODB_URI_SECRET_ARN, OPERATION_LEASE_SECS, PROVISIONING_ALLOW_PLAINTEXT,
 };
 use shared::lambda_http::request::RequestContext;
 use shared::lambda_http::RequestExt;
@@ -65,6 +68,29 @@ const PUBLISHERS: [Function; 5] = [
 /// The template parameter behind `DELETED_RETENTION_DAYS`, which the delete
 /// function alone reads.
 const RETENTION_PARAMETER: &str = "DeletedRetentionDays";
+/// The functions that write audit entries, and so set their expiry from
+/// `AUDIT_RETENTION_DAYS`: every one that changes state or answers a login.
+/// Not get, nor the audit function (it only reads them), nor the authorizer.
+const AUDIT_WRITERS: [Function; 6] = [
+    Function::Login,
+    Function::Create,
+    Function::Update,
+    Function::Delete,
+    Function::Restore,
+    Function::Purge,
+];
+/// The template parameter behind `AUDIT_RETENTION_DAYS`.
+const AUDIT_RETENTION_PARAMETER: &str = "AuditRetentionDays";
+/// The functions that sign or verify tokens, and so read the signing key
+/// (login signs; rename signs and verifies; delete, audit and the authorizer
+/// verify).
+const KEY_READERS: [Function; 5] = [
+    Function::Login,
+    Function::Update,
+    Function::Delete,
+    Function::Audit,
+    Function::Authorizer,
+];
 /// The lifecycle events of soft delete, which must not provision either.
 const RESTORED: &str = "OrganizationRestored";
 const PURGED: &str = "OrganizationPurged";
@@ -1879,6 +1905,11 @@ fn only_the_functions_that_sign_or_verify_tokens_may_read_the_signing_key() {
         .filter(|f| environment(&t, *f).contains_key(JWT_SECRET_ARN))
         .map(role_arn)
         .collect();
+    let signers_and_verifiers: BTreeSet<String> = KEY_READERS.into_iter().map(role_arn).collect();
+    assert_eq!(
+        readers, signers_and_verifiers,
+        "the functions given {JWT_SECRET_ARN} (left) vs those that sign or verify tokens (right)"
+    );
     readers.insert("If:SigningKeyAdminRoleArn".to_owned());
     assert_eq!(exempt_principals(deny), readers);
     assert_eq!(
@@ -2023,4 +2054,166 @@ fn only_the_delete_function_reads_the_retention_and_from_its_parameter() {
         .expect("a numeric MaxValue");
     assert!(default > 0, "soft delete unless the stack turns it off");
     assert!(default <= max, "Default {default} above MaxValue {max}");
+}
+
+#[test]
+fn exactly_the_functions_that_write_audit_entries_read_the_audit_retention_from_its_parameter() {
+    let t = template();
+    let in_code: BTreeSet<&str> = Function::ALL
+        .into_iter()
+        .filter(|f| f.sections().contains(&Section::Audit))
+        .map(Function::name)
+        .collect();
+    assert_eq!(
+        in_code,
+        BTreeSet::from(AUDIT_WRITERS.map(Function::name)),
+        "the functions whose code reads {AUDIT_RETENTION_DAYS}"
+    );
+
+    for f in Function::ALL {
+        let env = environment(&t, f);
+        let value = env.get(AUDIT_RETENTION_DAYS);
+        if AUDIT_WRITERS.contains(&f) {
+            assert_eq!(
+                value.and_then(ref_target),
+                Some(AUDIT_RETENTION_PARAMETER),
+                "{}: {AUDIT_RETENTION_DAYS} is !Ref {AUDIT_RETENTION_PARAMETER}",
+                f.name()
+            );
+        } else {
+            assert!(
+                value.is_none(),
+                "{}: writes no audit entry, so reads no {AUDIT_RETENTION_DAYS}",
+                f.name()
+            );
+        }
+    }
+
+    let parameter = at(&t, &["Parameters", AUDIT_RETENTION_PARAMETER]);
+    assert_eq!(at(parameter, &["Type"]).as_str(), Some("Number"));
+    assert_eq!(
+        at(parameter, &["Default"]).as_u64(),
+        Some(DEFAULT_AUDIT_RETENTION_DAYS),
+        "the stack keeps entries as long as the code does when unset"
+    );
+    assert_eq!(
+        at(parameter, &["MinValue"]).as_u64(),
+        Some(1),
+        "an entry is kept at least a day (the code refuses 0)"
+    );
+    let max = at(parameter, &["MaxValue"])
+        .as_u64()
+        .expect("a numeric MaxValue");
+    assert!(
+        DEFAULT_AUDIT_RETENTION_DAYS <= max,
+        "Default {DEFAULT_AUDIT_RETENTION_DAYS} above MaxValue {max}"
+    );
+}
+
+#[test]
+fn the_audit_route_is_a_bearer_route_with_the_authorizer_named_on_it() {
+    let t = template();
+    let audit = Function::Audit
+        .route()
+        .expect("the audit function serves a route");
+    assert!(
+        audit.bearer,
+        "an organization's trail is for its admin's token"
+    );
+
+    let authorizers = mapping(
+        at(
+            &t,
+            &["Resources", HTTP_API, "Properties", "Auth", "Authorizers"],
+        ),
+        "HttpApi Auth.Authorizers",
+    );
+    let names: Vec<&str> = authorizers
+        .keys()
+        .map(|k| string(k, "an authorizer's name"))
+        .collect();
+    assert_eq!(names.len(), 1, "one authorizer: {names:?}");
+
+    let declared: Vec<Route> = routes(&t)
+        .into_iter()
+        .filter(|r| r.function == Function::Audit.name())
+        .collect();
+    assert_eq!(declared.len(), 1, "one route on AuditFunction");
+    assert_eq!(declared[0].method, audit.method);
+    assert_eq!(declared[0].path, audit.path);
+    // Named on the route, as on update and delete, rather than left to the
+    // API's DefaultAuthorizer.
+    assert_eq!(
+        at(&declared[0].auth, &["Authorizer"]).as_str(),
+        Some(names[0]),
+        "{} {}: Auth.Authorizer",
+        audit.method,
+        audit.path
+    );
+}
+
+#[test]
+fn the_audit_function_may_only_read_the_database_secret_and_the_signing_key() {
+    let t = template();
+    let env = environment(&t, Function::Audit);
+    let database = ref_target(&env[MONGODB_URI_SECRET_ARN])
+        .expect("MONGODB_URI_SECRET_ARN is !Ref the secret's parameter");
+    assert_eq!(database, "MongoUriSecretArn");
+    let key = ref_target(&env[JWT_SECRET_ARN]).expect("JWT_SECRET_ARN is !Ref the signing key");
+    assert_eq!(key, "JwtSigningKey");
+    // It reads entries: it publishes nothing, deletes nothing, writes no entry.
+    for var in [EVENT_BUS_NAME, DELETED_RETENTION_DAYS, AUDIT_RETENTION_DAYS] {
+        assert!(!env.contains_key(var), "AuditFunction: {var}");
+    }
+
+    assert_eq!(
+        grants(&t, Function::Audit),
+        BTreeSet::from([
+            (READ_SECRET.to_owned(), database.to_owned()),
+            (READ_SECRET.to_owned(), key.to_owned()),
+        ]),
+        "AuditFunction: the MongoDB URI secret and the signing key, nothing else"
+    );
+    let mut found = Vec::new();
+    statements(
+        at(
+            function_resource(&t, Function::Audit),
+            &["Properties", "Policies"],
+        ),
+        &mut found,
+    );
+    assert_eq!(found.len(), 2, "two statements: {found:?}");
+    for s in &found {
+        assert!(
+            one_or_many(at(s, &["Action"])).len() == 1
+                && one_or_many(at(s, &["Resource"])).len() == 1,
+            "one action on one resource per statement: {s:?}"
+        );
+    }
+    assert!(
+        function_property(&t, Function::Audit, "Role").is_null(),
+        "AuditFunction gets its role from SAM, with these Policies alone"
+    );
+
+    // The grant alone is not enough: the key's resource policy must exempt
+    // the role too, or the function could not verify a single token.
+    let mut denies = Vec::new();
+    statements(
+        at(
+            &t,
+            &[
+                "Resources",
+                "JwtSigningKeyPolicy",
+                "Properties",
+                "ResourcePolicy",
+            ],
+        ),
+        &mut denies,
+    );
+    let exempt: BTreeSet<String> = denies.iter().flat_map(exempt_principals).collect();
+    assert!(
+        exempt.contains(&role_arn(Function::Audit)),
+        "the signing key's policy lets {} read it: {exempt:?}",
+        role_arn(Function::Audit)
+    );
 }
