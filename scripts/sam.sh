@@ -266,7 +266,8 @@ wait_for_port "$PORT" 120 "sam local start-api" || { tail -40 "$STATE/sam-api.lo
 if [ "$MODE" = api ]; then
   cat >&2 <<MSG
 ==> SAM's local gateway on http://127.0.0.1:$PORT  (logs: .local/sam-api.log; Ctrl-C stops)
-    POST /admin/login, POST /org/create, GET /org/get; PUT /org/update and DELETE /org/delete behind the authorizer
+    POST /admin/login, POST /org/create, GET /org/get, POST /org/restore; PUT /org/update, DELETE /org/delete
+    and GET /org/audit behind the authorizer
     curl -s -XPOST http://127.0.0.1:$PORT/org/create -d '{"organization_name":"acme","email":"admin@acme.example","password":"correct-horse-battery"}'
 MSG
   wait "$SAM_PID"

@@ -28,7 +28,7 @@ rm -rf "$REPORT_DIR"
 mkdir -p "$REPORT_DIR"
 
 # The local API starts each function's process on its first request: wake
-# all five with requests that change nothing, so that no start-up time lands
+# each with a request that changes nothing, so that no start-up time lands
 # on the fuzzer's calls.
 warm() { # method path body expected-status
   local code body
@@ -48,6 +48,8 @@ warm POST /org/create '{}' 422
 warm GET '/org/get?organization_name=-' '' 422
 warm PUT /org/update '{}' 401
 warm DELETE '/org/delete?organization_name=-' '' 401
+warm POST /org/restore '{}' 422
+warm GET /org/audit '' 401
 
 # One organization to hold the token; its name is unique per run so that the
 # script can run against a database that outlived earlier runs.
