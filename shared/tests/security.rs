@@ -307,6 +307,12 @@ async fn two_credential_changes_racing_on_one_token_leave_one_winner() {
     assert_eq!(statuses, [200, 401], "{} / {}", a.body, b.body);
     let admin = admin_doc(&t, "admin@acme.example").await;
     assert_eq!(admin.get_i64("token_version").unwrap(), 1);
+    // The loser's entry went with its transaction.
+    assert_eq!(
+        t.count("audit", doc! {"action": "admin.password_changed"})
+            .await,
+        1
+    );
     t.drop().await;
 }
 

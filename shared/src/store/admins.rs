@@ -114,6 +114,54 @@ impl Store {
     /// writes with nothing between them that a transaction cannot hold, so
     /// no crash leaves a change without its entry or an entry without its
     /// change.
+    /// One attempt at the transaction of [`Store::change_credentials`]:
+    /// the new token version, or none when the session's version has moved
+    /// on (nothing written).
+    async fn credentials_transaction(
+        &self,
+        org: &OrgDoc,
+        change: &CredentialChange,
+        set: &Document,
+        entries: &[super::audit::AuditEntry],
+    ) -> Result<Option<i64>, mongodb::error::Error> {
+        let mut session = self.client.start_session().await?;
+        session
+            .start_transaction()
+            .write_concern(super::durable())
+            .await?;
+        let changed = self
+            .admins
+            .find_one_and_update(
+                doc! {
+                    "_id": org.admin_id,
+                    "organization_id": org.id,
+                    "token_version": at_token_version(change.token_version),
+                },
+                doc! { "$set": set.clone(), "$inc": { "token_version": 1_i64 } },
+            )
+            .return_document(ReturnDocument::After)
+            .session(&mut session)
+            .await?;
+        let Some(admin) = changed else {
+            session.abort_transaction().await?;
+            return Ok(None);
+        };
+        self.audit
+            .insert_many(entries)
+            .session(&mut session)
+            .await?;
+        // A commit whose result is unknown may be retried as it is.
+        let mut commits = 0;
+        loop {
+            commits += 1;
+            match session.commit_transaction().await {
+                Ok(()) => return Ok(Some(admin.token_version)),
+                Err(e) if commits < 3 && e.contains_label("UnknownTransactionCommitResult") => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     pub(super) async fn change_credentials(
         &self,
         org: &OrgDoc,
@@ -149,37 +197,22 @@ impl Store {
         if let Some(hash) = &change.password_hash {
             set.insert("password_hash", hash.as_str());
         }
-        let mut session = self.client.start_session().await.map_err(db_error)?;
-        session
-            .start_transaction()
-            .write_concern(super::durable())
-            .await
-            .map_err(db_error)?;
-        let changed = self
-            .admins
-            .find_one_and_update(
-                doc! {
-                    "_id": org.admin_id,
-                    "organization_id": org.id,
-                    "token_version": at_token_version(change.token_version),
-                },
-                doc! { "$set": set, "$inc": { "token_version": 1_i64 } },
-            )
-            .return_document(ReturnDocument::After)
-            .session(&mut session)
-            .await;
-        let version = match changed {
-            Ok(Some(admin)) => admin.token_version,
-            Ok(None) => return Err(STALE_TOKEN),
-            Err(e) if is_duplicate_key(&e) => return Err(email_taken()),
-            Err(e) => return Err(db_error(e)),
-        };
-        self.audit
-            .insert_many(&entries)
-            .session(&mut session)
-            .await
-            .map_err(db_error)?;
-        session.commit_transaction().await.map_err(db_error)?;
-        Ok(Some(version))
+        // Two changes racing on one admin conflict inside the server; the
+        // loser's transaction is retried as MongoDB documents
+        // (TransientTransactionError), and then finds the version moved on.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .credentials_transaction(org, change, &set, &entries)
+                .await
+            {
+                Ok(Some(version)) => return Ok(Some(version)),
+                Ok(None) => return Err(STALE_TOKEN),
+                Err(e) if attempt < 5 && e.contains_label("TransientTransactionError") => {}
+                Err(e) if is_duplicate_key(&e) => return Err(email_taken()),
+                Err(e) => return Err(db_error(e)),
+            }
+        }
     }
 }
