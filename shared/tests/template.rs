@@ -2016,28 +2016,33 @@ fn the_template_allows_no_bcrypt_cost_above_what_the_service_verifies() {
     );
 }
 
+/// `var` is `!Ref parameter` on each of `readers`, and on no other function.
+fn assert_only_readers_take_it_from(t: &Value, var: &str, parameter: &str, readers: &[Function]) {
+    for f in Function::ALL {
+        let value = environment(t, f).get(var).cloned();
+        if readers.contains(&f) {
+            assert_eq!(
+                value.as_ref().and_then(ref_target),
+                Some(parameter),
+                "{}: {var} is !Ref {parameter}",
+                f.name()
+            );
+        } else {
+            assert!(value.is_none(), "{}: reads no {var}", f.name());
+        }
+    }
+}
+
 #[test]
 fn only_the_delete_function_reads_the_retention_and_from_its_parameter() {
     let t = template();
 
-    for f in Function::ALL {
-        let env = environment(&t, f);
-        let value = env.get(DELETED_RETENTION_DAYS);
-        if f == Function::Delete {
-            assert_eq!(
-                value.and_then(ref_target),
-                Some(RETENTION_PARAMETER),
-                "{}: {DELETED_RETENTION_DAYS} is !Ref {RETENTION_PARAMETER}",
-                f.name()
-            );
-        } else {
-            assert!(
-                value.is_none(),
-                "{}: only the delete function reads {DELETED_RETENTION_DAYS}",
-                f.name()
-            );
-        }
-    }
+    assert_only_readers_take_it_from(
+        &t,
+        DELETED_RETENTION_DAYS,
+        RETENTION_PARAMETER,
+        &[Function::Delete],
+    );
 
     let parameter = at(&t, &["Parameters", RETENTION_PARAMETER]);
     assert_eq!(at(parameter, &["Type"]).as_str(), Some("Number"));
@@ -2070,24 +2075,12 @@ fn exactly_the_functions_that_write_audit_entries_read_the_audit_retention_from_
         "the functions whose code reads {AUDIT_RETENTION_DAYS}"
     );
 
-    for f in Function::ALL {
-        let env = environment(&t, f);
-        let value = env.get(AUDIT_RETENTION_DAYS);
-        if AUDIT_WRITERS.contains(&f) {
-            assert_eq!(
-                value.and_then(ref_target),
-                Some(AUDIT_RETENTION_PARAMETER),
-                "{}: {AUDIT_RETENTION_DAYS} is !Ref {AUDIT_RETENTION_PARAMETER}",
-                f.name()
-            );
-        } else {
-            assert!(
-                value.is_none(),
-                "{}: writes no audit entry, so reads no {AUDIT_RETENTION_DAYS}",
-                f.name()
-            );
-        }
-    }
+    assert_only_readers_take_it_from(
+        &t,
+        AUDIT_RETENTION_DAYS,
+        AUDIT_RETENTION_PARAMETER,
+        &AUDIT_WRITERS,
+    );
 
     let parameter = at(&t, &["Parameters", AUDIT_RETENTION_PARAMETER]);
     assert_eq!(at(parameter, &["Type"]).as_str(), Some("Number"));

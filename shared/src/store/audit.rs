@@ -166,7 +166,7 @@ impl Store {
     /// Writes the entry of a lifecycle step, once however often the step
     /// runs. An operation that started before entries existed (no context)
     /// is recorded as the service's own.
-    pub(super) async fn record_audit(
+    async fn record_audit(
         &self,
         op_id: ObjectId,
         organization_id: ObjectId,
@@ -186,6 +186,24 @@ impl Store {
             Err(e) if is_duplicate_key(&e) => Ok(()),
             Err(e) => Err(db_error(e)),
         }
+    }
+
+    /// The record of an operation's outcome, written by the step before its
+    /// last: its event (when events are published) and its audit entry, both
+    /// keyed by the operation's id, so a repeated step writes neither twice.
+    /// The event, when this call wrote it (its request publishes it).
+    pub(super) async fn record_outcome(
+        &self,
+        op_id: ObjectId,
+        organization_id: ObjectId,
+        (detail_type, detail): (&str, Document),
+        action: Action,
+        context: Option<&AuditContext>,
+    ) -> Result<Option<super::OutboxEntry>, ApiError> {
+        let event = self.record_event(op_id, detail_type, detail).await?;
+        self.record_audit(op_id, organization_id, action, context)
+            .await?;
+        Ok(event)
     }
 
     /// Records a login attempt. Its failure is logged, never the caller's

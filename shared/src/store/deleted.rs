@@ -124,19 +124,17 @@ impl Store {
         purge_after: DateTime,
     ) -> Result<Option<OutboxEntry>, ApiError> {
         let event = self
-            .record_event(
+            .record_outcome(
                 pending.op_id,
-                outbox::DELETED,
-                outbox::deleted(org.id, &org.name, Some(purge_after)),
+                org.id,
+                (
+                    outbox::DELETED,
+                    outbox::deleted(org.id, &org.name, Some(purge_after)),
+                ),
+                Action::OrganizationDeleted,
+                pending.audit.as_ref(),
             )
             .await?;
-        self.record_audit(
-            pending.op_id,
-            org.id,
-            Action::OrganizationDeleted,
-            pending.audit.as_ref(),
-        )
-        .await?;
         let admin = self
             .admins
             .find_one(doc! { "_id": org.admin_id })
@@ -483,19 +481,17 @@ impl Store {
         )
         .await?;
         let event = self
-            .record_event(
+            .record_outcome(
                 pending.op_id,
-                outbox::RESTORED,
-                outbox::restored(org.id, from, &org.name, &org.collection_name),
+                org.id,
+                (
+                    outbox::RESTORED,
+                    outbox::restored(org.id, from, &org.name, &org.collection_name),
+                ),
+                Action::OrganizationRestored,
+                pending.audit.as_ref(),
             )
             .await?;
-        self.record_audit(
-            pending.op_id,
-            org.id,
-            Action::OrganizationRestored,
-            pending.audit.as_ref(),
-        )
-        .await?;
         failpoint::hit("restore:after_collection");
         let done = self
             .activate(
@@ -622,19 +618,17 @@ impl Store {
             .op_id()
             .ok_or_else(|| ApiError::internal("purging a record without its claim"))?;
         let event = self
-            .record_event(
+            .record_outcome(
                 op_id,
-                outbox::PURGED,
-                outbox::purged(record.organization_id, &record.name),
+                record.organization_id,
+                (
+                    outbox::PURGED,
+                    outbox::purged(record.organization_id, &record.name),
+                ),
+                Action::OrganizationPurged,
+                Some(&AuditContext::system("purge")),
             )
             .await?;
-        self.record_audit(
-            op_id,
-            record.organization_id,
-            Action::OrganizationPurged,
-            Some(&AuditContext::system("purge")),
-        )
-        .await?;
         self.drop_tenant_collection(&record.holding_collection)
             .await?;
         failpoint::hit("purge:after_drop");

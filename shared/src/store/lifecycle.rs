@@ -239,19 +239,17 @@ impl Store {
 
         self.create_tenant_collection(&org.collection_name).await?;
         let event = self
-            .record_event(
+            .record_outcome(
                 pending.op_id,
-                outbox::CREATED,
-                outbox::created(org.id, &org.name, &org.collection_name, org.admin_id),
+                org.id,
+                (
+                    outbox::CREATED,
+                    outbox::created(org.id, &org.name, &org.collection_name, org.admin_id),
+                ),
+                Action::OrganizationCreated,
+                pending.audit.as_ref(),
             )
             .await?;
-        self.record_audit(
-            pending.op_id,
-            org.id,
-            Action::OrganizationCreated,
-            pending.audit.as_ref(),
-        )
-        .await?;
         failpoint::hit("create:after_collection");
 
         let done = self.activate(org, doc! {}, doc! {}, None).await?;
@@ -429,19 +427,17 @@ impl Store {
         )
         .await?;
         let event = self
-            .record_event(
+            .record_outcome(
                 pending.op_id,
-                outbox::RENAMED,
-                outbox::renamed(org.id, from, to, &to_collection),
+                org.id,
+                (
+                    outbox::RENAMED,
+                    outbox::renamed(org.id, from, to, &to_collection),
+                ),
+                Action::OrganizationRenamed,
+                pending.audit.as_ref(),
             )
             .await?;
-        self.record_audit(
-            pending.op_id,
-            org.id,
-            Action::OrganizationRenamed,
-            pending.audit.as_ref(),
-        )
-        .await?;
         failpoint::hit("rename:after_collection_rename");
 
         let done = self
@@ -581,21 +577,14 @@ impl Store {
         }
         let event = match &org.pending {
             Some(p) => {
-                let event = self
-                    .record_event(
-                        p.op_id,
-                        outbox::DELETED,
-                        outbox::deleted(org.id, &org.name, None),
-                    )
-                    .await?;
-                self.record_audit(
+                self.record_outcome(
                     p.op_id,
                     org.id,
+                    (outbox::DELETED, outbox::deleted(org.id, &org.name, None)),
                     Action::OrganizationDeleted,
                     p.audit.as_ref(),
                 )
-                .await?;
-                event
+                .await?
             }
             None => None,
         };
