@@ -8,8 +8,9 @@
 //! - [`functions`]: the one table of functions, their routes and sections.
 //! - [`config`]: environment variables, per function, read once.
 //! - [`domain`]: validated names, emails and passwords.
-//! - [`store`]: MongoDB: the master database, tenant collections, and the
-//!   crash-safe create / rename / delete sequences.
+//! - [`store`]: MongoDB: the master database, tenant collections, the
+//!   crash-safe create / rename / delete / restore / purge sequences, and
+//!   the audit trail.
 //! - [`auth`]: bcrypt, signing keys (Secrets Manager or local), JWTs.
 //! - [`aws`]: the AWS SDK configuration shared by every AWS client.
 //! - [`secrets`]: the Secrets Manager client.

@@ -1,17 +1,16 @@
 //! Soft-deleted organizations: the record a delete leaves in
-//! `deleted_organizations` while `DELETED_RETENTION_DAYS` run, the restore
-//! that brings an organization back from it, and the purge that makes the
-//! delete final. Each is a short sequence of idempotent steps recorded on
+//! `deleted_organizations` while `DELETED_RETENTION_DAYS` run, and the
+//! restore that brings an organization back from it (the purge that makes
+//! the delete final is [`super::purge`]). Each is a short sequence of idempotent steps recorded on
 //! the record (`state` plus `pending`) and, for a restore, on the
 //! organization document too; see `docs/lifecycle.md`.
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
-use mongodb::options::ReturnDocument;
 
 use super::audit::{Action, AuditContext};
 use super::model::{
     holding_collection, DeletedAdmin, DeletedOrgDoc, DeletedState, Finished, OrgDoc, OrgState,
-    Pending, PurgeReport,
+    Pending,
 };
 use super::outbox::{self, OutboxEntry};
 use super::{db_error, is_duplicate_key, Store};
@@ -48,13 +47,13 @@ impl DeletedOrgDoc {
         }
     }
 
-    fn op_id(&self) -> Option<ObjectId> {
+    pub(super) fn op_id(&self) -> Option<ObjectId> {
         self.pending.as_ref().map(|p| p.op_id)
     }
 }
 
 impl Pending {
-    fn of(op_id: ObjectId, started_at: DateTime) -> Self {
+    pub(super) fn of(op_id: ObjectId, started_at: DateTime) -> Self {
         let mut pending = Pending::new(started_at);
         pending.op_id = op_id;
         pending
@@ -232,7 +231,7 @@ impl Store {
     /// settled state: `deleted` (`Some`), or gone (`None`: purged, or
     /// restored). The caller has checked that its operation's lease has run
     /// out.
-    async fn settle_record(
+    pub(super) async fn settle_record(
         &self,
         record: DeletedOrgDoc,
     ) -> Result<Option<DeletedOrgDoc>, ApiError> {
@@ -526,116 +525,5 @@ impl Store {
             .await
             .map_err(db_error)?;
         Ok(())
-    }
-
-    /// One purge run: settles up to `batch` records that an interrupted
-    /// delete, restore or purge left past its lease, then purges up to
-    /// `batch` deleted organizations past `purge_after` (oldest first): the
-    /// holding collection, then the record (which holds the admin). A run
-    /// that stops half-way leaves each record claimed, and the next run
-    /// finishes it.
-    pub async fn purge_due(&self, batch: usize) -> Result<PurgeReport, ApiError> {
-        self.ensure_deleted_indexes().await?;
-        let mut report = PurgeReport::default();
-        let stale_before = DateTime::now()
-            .timestamp_millis()
-            .saturating_sub(i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX));
-        let mut stale = self
-            .deleted
-            .find(doc! {
-                "state": { "$in": [
-                    DeletedState::Deleting.as_str(),
-                    DeletedState::Restoring.as_str(),
-                    DeletedState::Purging.as_str(),
-                ] },
-                "pending.started_at": { "$lte": DateTime::from_millis(stale_before) },
-            })
-            .limit(i64::try_from(batch).unwrap_or(i64::MAX))
-            .await
-            .map_err(db_error)?;
-        let mut records = Vec::new();
-        while stale.advance().await.map_err(db_error)? {
-            records.push(stale.deserialize_current().map_err(db_error)?);
-        }
-        for record in records {
-            self.settle_record(record).await?;
-            report.settled += 1;
-        }
-        for _ in 0..batch {
-            let now = DateTime::now();
-            let claimed = self
-                .claim_record(
-                    doc! { "purge_after": { "$lte": now } },
-                    DeletedState::Purging,
-                    now,
-                )
-                .await?;
-            let Some(record) = claimed else {
-                return Ok(report);
-            };
-            failpoint::hit("purge:after_claim");
-            report.events.extend(self.finish_purge(&record).await?);
-            report.purged += 1;
-        }
-        report.more = self
-            .deleted
-            .find_one(doc! {
-                "state": DeletedState::Deleted.as_str(),
-                "purge_after": { "$lte": DateTime::now() },
-            })
-            .await
-            .map_err(db_error)?
-            .is_some();
-        Ok(report)
-    }
-
-    /// Claims for a restore or a purge (`to`) the `deleted` record that
-    /// matches `filter` (the one due first), under a new operation id: a
-    /// compare-and-set on the state, so one claim wins.
-    async fn claim_record(
-        &self,
-        mut filter: mongodb::bson::Document,
-        to: DeletedState,
-        now: DateTime,
-    ) -> Result<Option<DeletedOrgDoc>, ApiError> {
-        filter.insert("state", DeletedState::Deleted.as_str());
-        let claim = mongodb::bson::to_document(&Pending::of(ObjectId::new(), now))
-            .map_err(ApiError::internal)?;
-        self.deleted
-            .find_one_and_update(
-                filter,
-                doc! { "$set": { "state": to.as_str(), "pending": claim } },
-            )
-            .sort(doc! { "state": 1, "purge_after": 1 })
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(db_error)
-    }
-
-    /// Steps 2-4 of a purge: the event, the holding collection, the record.
-    async fn finish_purge(&self, record: &DeletedOrgDoc) -> Result<Option<OutboxEntry>, ApiError> {
-        let op_id = record
-            .op_id()
-            .ok_or_else(|| ApiError::internal("purging a record without its claim"))?;
-        let event = self
-            .record_outcome(
-                op_id,
-                record.organization_id,
-                (
-                    outbox::PURGED,
-                    outbox::purged(record.organization_id, &record.name),
-                ),
-                Action::OrganizationPurged,
-                Some(&AuditContext::system("purge")),
-            )
-            .await?;
-        self.drop_tenant_collection(&record.holding_collection)
-            .await?;
-        failpoint::hit("purge:after_drop");
-        self.deleted
-            .delete_one(doc! { "_id": record.id, "state": DeletedState::Purging.as_str() })
-            .await
-            .map_err(db_error)?;
-        Ok(event)
     }
 }

@@ -13,7 +13,8 @@
 //!
 //! - [`model`]: the documents and the states an organization goes through.
 //! - [`lifecycle`]: create, rename and delete, and settling what a crash left.
-//! - [`deleted`]: soft-deleted organizations: their records, restore, purge.
+//! - [`deleted`]: soft-deleted organizations: their records, restore.
+//! - [`purge`]: removing deleted organizations past their retention.
 //! - [`audit`]: the audit trail of actions and login attempts.
 //! - [`admins`]: admins, their sessions (token versions) and credentials.
 //! - [`throttle`]: login throttling and the per-source create limit.
@@ -31,6 +32,7 @@ mod idempotency;
 mod lifecycle;
 mod model;
 pub mod outbox;
+mod purge;
 mod throttle;
 
 use std::time::Duration;

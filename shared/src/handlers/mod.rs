@@ -1,4 +1,6 @@
-//! The handlers behind each route, and the gateway authorizer.
+//! The handlers behind each route, and the gateway authorizer: the
+//! credential and lifecycle routes here, `POST /org/restore` in [`restore`],
+//! `GET /org/audit` in [`audit`].
 //!
 //! Each takes the [`App`] it runs in and a request, and always answers with a
 //! response: an error becomes its status and JSON body here, never a Lambda
@@ -20,10 +22,15 @@ use crate::error::{ApiError, Conflict};
 use crate::functions::Function;
 use crate::http::{self, error_response, json_response, Organization};
 use crate::store::{
-    Action, Actor, AdminDoc, AuditContext, AuditCursor, CredentialChange, Idempotent, LoginKeys,
-    NewOrganization,
+    Action, Actor, AdminDoc, AuditContext, CredentialChange, Idempotent, LoginKeys, NewOrganization,
 };
 use crate::App;
+
+mod audit;
+mod restore;
+
+pub use audit::audit;
+pub use restore::restore;
 
 const ORGANIZATION_NAME: &str = "organization_name";
 const EMAIL: &str = "email";
@@ -499,123 +506,6 @@ pub async fn delete(app: &App, req: Request) -> Response<Body> {
         ))
     })
     .await
-}
-
-/// POST /org/restore `{organization_name, email, password,
-/// new_organization_name?}` → 200 org: brings back an organization deleted
-/// within `DELETED_RETENTION_DAYS`, proven by its former admin's credentials
-/// (its tokens ended with the delete), throttled as a login is and counted
-/// with it. Under its old name, or `new_organization_name` when the old one
-/// has been taken since. Wrong credentials, an organization never deleted
-/// and one already purged are the same 404.
-pub async fn restore(app: &App, req: Request) -> Response<Body> {
-    serve("POST /org/restore", &req, async {
-        http::require_method(&req, "POST")?;
-        let body = http::json_object(
-            &req,
-            &[ORGANIZATION_NAME, EMAIL, PASSWORD, NEW_ORGANIZATION_NAME],
-        )?;
-        let tenant_db = app.tenant_db()?;
-        let name = OrgName::parse(body.required(ORGANIZATION_NAME)?, tenant_db)?;
-        let email = Email::parse(body.required(EMAIL)?)?;
-        let password = Password::parse(body.required(PASSWORD)?)?;
-        let new_name = body
-            .optional(NEW_ORGANIZATION_NAME)?
-            .map(|n| OrgName::parse(n, tenant_db))
-            .transpose()?;
-        let store = app.store().await?;
-        let keys = LoginKeys::new(&email, http::source_ip(&req));
-        let (allowed, record) = tokio::join!(
-            store.check_login_allowed(&keys),
-            store.find_deleted(&name, &email)
-        );
-        let had_failures = allowed?;
-        let record = record?;
-        let hash = record
-            .as_ref()
-            .and_then(|r| r.admin.as_ref())
-            .map(|a| a.password_hash.as_str());
-        let matched = verify_password(&password, hash, app.config.bcrypt_cost).await?;
-        let Some(record) = record.filter(|_| matched) else {
-            store.record_login_failure(&keys).await?;
-            return Err(ApiError::no_deleted_organization());
-        };
-        if had_failures {
-            store.clear_login_failures(&keys).await?;
-        }
-        let admin_id = record.admin.as_ref().map(|a| a.id.to_hex());
-        let audit = audit_context(&req, Actor::Admin(admin_id.unwrap_or_default()));
-        let done = Box::pin(store.restore_org(record, new_name.as_ref(), &audit)).await?;
-        record_org(&done.org.id.to_hex());
-        app.publish_own_events(done.event.as_slice()).await;
-        Ok(json_response(200, &Organization::from(&done.org)))
-    })
-    .await
-}
-
-/// How many entries one page of `GET /org/audit` may hold, and holds by default.
-const AUDIT_PAGE_MAX: u32 = 100;
-const AUDIT_PAGE_DEFAULT: u32 = 50;
-
-/// GET /org/audit?limit=&cursor= (bearer) → 200 `{entries, next_cursor}`:
-/// the token's organization's audit trail, newest first; `next_cursor`
-/// (opaque) continues after the page's last entry, null after the last page.
-pub async fn audit(app: &App, req: Request) -> Response<Body> {
-    serve("GET /org/audit", &req, async {
-        http::require_method(&req, "GET")?;
-        let claims = bearer(app.tokens()?, &req).await?;
-        let limit = match http::optional_query_param(&req, "limit")? {
-            None => AUDIT_PAGE_DEFAULT,
-            Some(raw) => raw
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=AUDIT_PAGE_MAX).contains(n))
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "limit",
-                        format!("must be a whole number from 1 to {AUDIT_PAGE_MAX}"),
-                    )
-                })?,
-        };
-        let cursor = http::optional_query_param(&req, "cursor")?
-            .map(|raw| {
-                AuditCursor::parse(raw).ok_or_else(|| {
-                    ApiError::invalid("cursor", "must be a next_cursor this service returned")
-                })
-            })
-            .transpose()?;
-        let session = session(app, claims).await?;
-        let page = app
-            .store()
-            .await?
-            .audit_page(session.admin.organization_id, limit, cursor)
-            .await?;
-        let entries: Vec<serde_json::Value> = page.entries.iter().map(audit_entry_json).collect();
-        Ok(json_response(
-            200,
-            &json!({ "entries": entries, "next_cursor": page.next.map(|c| c.encode()) }),
-        ))
-    })
-    .await
-}
-
-fn audit_entry_json(entry: &crate::store::AuditEntry) -> serde_json::Value {
-    let (kind, id) = match &entry.context.actor {
-        Actor::Admin(id) => ("admin", id),
-        Actor::Anonymous(id) => ("anonymous", id),
-        Actor::Provisioning(id) => ("provisioning", id),
-        Actor::Operator(id) => ("operator", id),
-        Actor::System(id) => ("system", id),
-    };
-    json!({
-        "id": entry.id.to_hex(),
-        "at": entry.at.try_to_rfc3339_string().unwrap_or_default(),
-        "action": entry.action,
-        "actor": { "kind": kind, "id": id },
-        "source_ip": entry.context.source_ip,
-        "request_id": entry.context.request_id,
-        "outcome": entry.outcome,
-    })
 }
 
 /// Routes a request to its handler by method and path, as API Gateway does

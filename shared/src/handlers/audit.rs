@@ -1,0 +1,75 @@
+//! `GET /org/audit`: the token's organization's audit trail, a page at a time.
+
+use lambda_http::{Body, Request, Response};
+use serde_json::json;
+
+use super::{bearer, serve, session};
+use crate::error::ApiError;
+use crate::http::{self, json_response};
+use crate::store::{Actor, AuditCursor, AuditEntry};
+use crate::App;
+
+/// How many entries one page of `GET /org/audit` may hold, and holds by default.
+const AUDIT_PAGE_MAX: u32 = 100;
+const AUDIT_PAGE_DEFAULT: u32 = 50;
+
+/// GET /org/audit?limit=&cursor= (bearer) → 200 `{entries, next_cursor}`:
+/// the token's organization's audit trail, newest first; `next_cursor`
+/// (opaque) continues after the page's last entry, null after the last page.
+pub async fn audit(app: &App, req: Request) -> Response<Body> {
+    serve("GET /org/audit", &req, async {
+        http::require_method(&req, "GET")?;
+        let claims = bearer(app.tokens()?, &req).await?;
+        let limit = match http::optional_query_param(&req, "limit")? {
+            None => AUDIT_PAGE_DEFAULT,
+            Some(raw) => raw
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=AUDIT_PAGE_MAX).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "limit",
+                        format!("must be a whole number from 1 to {AUDIT_PAGE_MAX}"),
+                    )
+                })?,
+        };
+        let cursor = http::optional_query_param(&req, "cursor")?
+            .map(|raw| {
+                AuditCursor::parse(raw).ok_or_else(|| {
+                    ApiError::invalid("cursor", "must be a next_cursor this service returned")
+                })
+            })
+            .transpose()?;
+        let session = session(app, claims).await?;
+        let page = app
+            .store()
+            .await?
+            .audit_page(session.admin.organization_id, limit, cursor)
+            .await?;
+        let entries: Vec<serde_json::Value> = page.entries.iter().map(audit_entry_json).collect();
+        Ok(json_response(
+            200,
+            &json!({ "entries": entries, "next_cursor": page.next.map(|c| c.encode()) }),
+        ))
+    })
+    .await
+}
+
+fn audit_entry_json(entry: &AuditEntry) -> serde_json::Value {
+    let (kind, id) = match &entry.context.actor {
+        Actor::Admin(id) => ("admin", id),
+        Actor::Anonymous(id) => ("anonymous", id),
+        Actor::Provisioning(id) => ("provisioning", id),
+        Actor::Operator(id) => ("operator", id),
+        Actor::System(id) => ("system", id),
+    };
+    json!({
+        "id": entry.id.to_hex(),
+        "at": entry.at.try_to_rfc3339_string().unwrap_or_default(),
+        "action": entry.action,
+        "actor": { "kind": kind, "id": id },
+        "source_ip": entry.context.source_ip,
+        "request_id": entry.context.request_id,
+        "outcome": entry.outcome,
+    })
+}
