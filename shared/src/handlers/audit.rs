@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{bearer, serve, session};
 use crate::error::ApiError;
 use crate::http::{self, json_response};
-use crate::store::{Actor, AuditCursor, AuditEntry};
+use crate::store::{AuditCursor, AuditEntry};
 use crate::App;
 
 /// How many entries one page of `GET /org/audit` may hold, and holds by default.
@@ -56,18 +56,12 @@ pub async fn audit(app: &App, req: Request) -> Response<Body> {
 }
 
 fn audit_entry_json(entry: &AuditEntry) -> serde_json::Value {
-    let (kind, id) = match &entry.context.actor {
-        Actor::Admin(id) => ("admin", id),
-        Actor::Anonymous(id) => ("anonymous", id),
-        Actor::Provisioning(id) => ("provisioning", id),
-        Actor::Operator(id) => ("operator", id),
-        Actor::System(id) => ("system", id),
-    };
+    // `actor` serializes as `{kind, id}`, as it is stored.
     json!({
         "id": entry.id.to_hex(),
         "at": entry.at.try_to_rfc3339_string().unwrap_or_default(),
         "action": entry.action,
-        "actor": { "kind": kind, "id": id },
+        "actor": entry.context.actor,
         "source_ip": entry.context.source_ip,
         "request_id": entry.context.request_id,
         "outcome": entry.outcome,

@@ -219,14 +219,6 @@ impl Store {
         Ok(Some(Finished { org, event: None }))
     }
 
-    fn record_is_stale(&self, record: &DeletedOrgDoc) -> bool {
-        let Some(pending) = &record.pending else {
-            return true;
-        };
-        let age_ms = DateTime::now().timestamp_millis() - pending.started_at.timestamp_millis();
-        age_ms >= self.lease.as_millis() as i64
-    }
-
     /// Brings a record an interrupted delete, restore or purge left to a
     /// settled state: `deleted` (`Some`), or gone (`None`: purged, or
     /// restored). The caller has checked that its operation's lease has run
@@ -342,7 +334,7 @@ impl Store {
     ) -> Result<Finished, ApiError> {
         let record = match record.state {
             DeletedState::Deleted => record,
-            _ if !self.record_is_stale(&record) => {
+            _ if !self.past_lease(record.pending.as_ref()) => {
                 return Err(match record.state {
                     DeletedState::Purging => not_found(),
                     DeletedState::Restoring => in_progress(&record.name, "being restored"),

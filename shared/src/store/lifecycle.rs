@@ -48,14 +48,6 @@ fn check_admin(org: &OrgDoc, admin_id: ObjectId) -> Result<(), ApiError> {
 }
 
 impl Store {
-    fn is_stale(&self, doc: &OrgDoc) -> bool {
-        let Some(pending) = &doc.pending else {
-            return true;
-        };
-        let age_ms = DateTime::now().timestamp_millis() - pending.started_at.timestamp_millis();
-        age_ms >= self.lease.as_millis() as i64
-    }
-
     /// Brings an organization met in any state to a settled one: active
     /// (`Some`) or gone (`None`). An operation still within its lease is left
     /// alone and reported as a 409; one past it is finished here.
@@ -63,7 +55,7 @@ impl Store {
         if doc.state == OrgState::Active {
             return Ok(Some(doc));
         }
-        if !self.is_stale(&doc) {
+        if !self.past_lease(doc.pending.as_ref()) {
             return Err(conflict_in_progress(&doc));
         }
         tracing::warn!(
@@ -521,7 +513,7 @@ impl Store {
         check_admin(&org, admin_id)?;
         // A delete abandoned by an earlier attempt is finished and answered
         // as this request's own; any other operation in progress is a 409.
-        if org.state == OrgState::Deleting && self.is_stale(&org) {
+        if org.state == OrgState::Deleting && self.past_lease(org.pending.as_ref()) {
             let event = self.finish_delete(&org).await?;
             return Ok(Finished { org, event });
         }

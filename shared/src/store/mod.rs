@@ -130,6 +130,22 @@ pub(crate) fn later(at: DateTime, after: Duration) -> DateTime {
     DateTime::from_millis(at.timestamp_millis().saturating_add(millis))
 }
 
+impl Store {
+    /// The start time at or before which an operation is past its lease
+    /// (`OPERATION_LEASE_SECS`): presumed dead, for the next one to finish.
+    fn lease_cutoff(&self) -> DateTime {
+        let lease = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        DateTime::from_millis(DateTime::now().timestamp_millis().saturating_sub(lease))
+    }
+
+    /// Whether the operation recorded as `pending` (on an organization or a
+    /// deleted organization's record) is past its lease; none recorded,
+    /// nothing to wait for.
+    fn past_lease(&self, pending: Option<&Pending>) -> bool {
+        pending.is_none_or(|p| p.started_at <= self.lease_cutoff())
+    }
+}
+
 fn server_code(err: &mongodb::error::Error) -> Option<i32> {
     match &*err.kind {
         ErrorKind::Command(c) => Some(c.code),

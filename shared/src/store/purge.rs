@@ -24,9 +24,7 @@ impl Store {
     pub async fn purge_due(&self, batch: usize) -> Result<PurgeReport, ApiError> {
         self.ensure_deleted_indexes().await?;
         let mut report = PurgeReport::default();
-        let stale_before = DateTime::now()
-            .timestamp_millis()
-            .saturating_sub(i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX));
+        let stale_before = self.lease_cutoff();
         let mut stale = self
             .deleted
             .find(doc! {
@@ -35,7 +33,7 @@ impl Store {
                     DeletedState::Restoring.as_str(),
                     DeletedState::Purging.as_str(),
                 ] },
-                "pending.started_at": { "$lte": DateTime::from_millis(stale_before) },
+                "pending.started_at": { "$lte": stale_before },
             })
             .limit(i64::try_from(batch).unwrap_or(i64::MAX))
             .await
