@@ -37,6 +37,26 @@ impl OrgName {
     /// Normalises and validates `raw`; the error names the rule that failed.
     pub fn parse(raw: &str, tenant_db: &str) -> Result<Self, ApiError> {
         let field = "organization_name";
+        let name = Self::parse_prefix(raw, tenant_db, field)?;
+        if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(ApiError::invalid(
+                field,
+                "must start with a letter or a digit",
+            ));
+        }
+        if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| name.starts_with(**p)) {
+            return Err(ApiError::invalid(
+                field,
+                format!("must not start with the reserved prefix '{prefix}'"),
+            ));
+        }
+        Ok(Self(name))
+    }
+
+    /// Normalises and validates the start of a name (`field` names it in
+    /// the error): not empty, only the characters a name may hold, and no
+    /// longer than a name may be. A name is such a prefix with more rules.
+    pub fn parse_prefix(raw: &str, tenant_db: &str, field: &str) -> Result<String, ApiError> {
         let name = raw.trim().to_ascii_lowercase();
         if name.is_empty() {
             return Err(ApiError::invalid(field, "must not be empty"));
@@ -60,19 +80,7 @@ impl OrgName {
                 format!("must be at most {max} characters"),
             ));
         }
-        if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-            return Err(ApiError::invalid(
-                field,
-                "must start with a letter or a digit",
-            ));
-        }
-        if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| name.starts_with(**p)) {
-            return Err(ApiError::invalid(
-                field,
-                format!("must not start with the reserved prefix '{prefix}'"),
-            ));
-        }
-        Ok(Self(name))
+        Ok(name)
     }
 
     /// Rebuilds a name read back from the database, where it was stored after

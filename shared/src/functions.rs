@@ -9,13 +9,25 @@
 
 use crate::config::Section;
 
+/// Who may call a route, as the gateway checks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone (the route checks credentials in its body, if any).
+    Public,
+    /// An admin's bearer token, checked by the gateway authorizer and again
+    /// by the function.
+    Bearer,
+    /// A SigV4-signed request of an IAM principal (`AWS_IAM`): operators.
+    /// The function also refuses any event without the IAM identity.
+    Iam,
+}
+
 /// A route of the public contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
-    /// Whether the route needs a bearer token (and so the gateway authorizer).
-    pub bearer: bool,
+    pub auth: Auth,
 }
 
 /// The Lambda functions of this service.
@@ -38,6 +50,8 @@ pub enum Function {
     Purge,
     /// `GET /org/audit`: the token's organization's audit trail.
     Audit,
+    /// `GET /org/list`: every organization, for operators (IAM).
+    List,
     Authorizer,
 }
 
@@ -53,7 +67,7 @@ pub enum StartIndexes {
 }
 
 impl Function {
-    pub const ALL: [Function; 9] = [
+    pub const ALL: [Function; 10] = [
         Function::Login,
         Function::Create,
         Function::Get,
@@ -62,6 +76,7 @@ impl Function {
         Function::Restore,
         Function::Purge,
         Function::Audit,
+        Function::List,
         Function::Authorizer,
     ];
 
@@ -76,6 +91,7 @@ impl Function {
             Function::Restore => "restore",
             Function::Purge => "purge",
             Function::Audit => "audit",
+            Function::List => "list",
             Function::Authorizer => "authorizer",
         }
     }
@@ -84,21 +100,16 @@ impl Function {
     /// gateway calls it before the bearer routes), nor does the purge (a
     /// schedule invokes it).
     pub fn route(self) -> Option<Route> {
-        let route = |method, path, bearer| {
-            Some(Route {
-                method,
-                path,
-                bearer,
-            })
-        };
+        let route = |method, path, auth| Some(Route { method, path, auth });
         match self {
-            Function::Login => route("POST", "/admin/login", false),
-            Function::Create => route("POST", "/org/create", false),
-            Function::Get => route("GET", "/org/get", false),
-            Function::Update => route("PUT", "/org/update", true),
-            Function::Delete => route("DELETE", "/org/delete", true),
-            Function::Restore => route("POST", "/org/restore", false),
-            Function::Audit => route("GET", "/org/audit", true),
+            Function::Login => route("POST", "/admin/login", Auth::Public),
+            Function::Create => route("POST", "/org/create", Auth::Public),
+            Function::Get => route("GET", "/org/get", Auth::Public),
+            Function::Update => route("PUT", "/org/update", Auth::Bearer),
+            Function::Delete => route("DELETE", "/org/delete", Auth::Bearer),
+            Function::Restore => route("POST", "/org/restore", Auth::Public),
+            Function::Audit => route("GET", "/org/audit", Auth::Bearer),
+            Function::List => route("GET", "/org/list", Auth::Iam),
             Function::Purge | Function::Authorizer => None,
         }
     }
@@ -149,6 +160,7 @@ impl Function {
             Function::Restore => &[Logging, Aws, Database, Passwords, Events, Audit],
             Function::Purge => &[Logging, Aws, Database, Events, Audit],
             Function::Audit => &[Logging, Aws, Database, Tokens],
+            Function::List => &[Logging, Aws, Database, Audit],
             // The database too: a token issued before its admin's last
             // credential change is refused here as well as by the functions.
             Function::Authorizer => &[Logging, Aws, Database, Tokens],
@@ -196,6 +208,6 @@ mod tests {
             assert_eq!(Function::for_route(r.method, r.path), Some(f));
         }
         assert_eq!(Function::for_route("GET", "/admin/login"), None);
-        assert_eq!(Function::routes().count(), 7);
+        assert_eq!(Function::routes().count(), 8);
     }
 }

@@ -188,6 +188,23 @@ pub fn source_ip(req: &Request) -> Option<&str> {
     }
 }
 
+/// The ARN of the IAM principal whose SigV4 signature the gateway checked
+/// (`requestContext.authorizer.iam.userArn`, on `AWS_IAM` routes); none on
+/// any other request.
+pub fn iam_caller(req: &Request) -> Option<&str> {
+    match req.request_context_ref()? {
+        lambda_http::request::RequestContext::ApiGatewayV2(ctx) => ctx
+            .authorizer
+            .as_ref()?
+            .iam
+            .as_ref()?
+            .user_arn
+            .as_deref()
+            .filter(|arn| arn.starts_with("arn:")),
+        _ => None,
+    }
+}
+
 /// The gateway's id of the request (`requestContext.requestId`), which its
 /// access log carries too.
 pub fn gateway_request_id(req: &Request) -> Option<&str> {

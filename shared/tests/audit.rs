@@ -230,7 +230,7 @@ async fn pages_of_100_100_50_walk_250_entries_with_no_duplicate_or_gap_while_mor
     // 2 entries so far (created, login): 248 more make 250.
     for _ in 0..248 {
         store
-            .audit_login(Some(org_id), Action::LoginFailed, &ctx)
+            .audit_request(Some(org_id), Action::LoginFailed, &ctx)
             .await;
     }
     let mut before: Vec<String> = entries(&t)
@@ -261,7 +261,7 @@ async fn pages_of_100_100_50_walk_250_entries_with_no_duplicate_or_gap_while_mor
         // Written between pages: newer than every cursor, so on no later page.
         for _ in 0..7 {
             store
-                .audit_login(Some(org_id), Action::LoginFailed, &ctx)
+                .audit_request(Some(org_id), Action::LoginFailed, &ctx)
                 .await;
         }
         match page.body["next_cursor"].as_str() {

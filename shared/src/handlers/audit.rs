@@ -3,15 +3,11 @@
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
-use super::{bearer, serve, session};
+use super::{bearer, page_limit, serve, session};
 use crate::error::ApiError;
 use crate::http::{self, json_response};
 use crate::store::{AuditCursor, AuditEntry};
 use crate::App;
-
-/// How many entries one page of `GET /org/audit` may hold, and holds by default.
-const AUDIT_PAGE_MAX: u32 = 100;
-const AUDIT_PAGE_DEFAULT: u32 = 50;
 
 /// GET /org/audit?limit=&cursor= (bearer) → 200 `{entries, next_cursor}`:
 /// the token's organization's audit trail, newest first; `next_cursor`
@@ -20,19 +16,7 @@ pub async fn audit(app: &App, req: Request) -> Response<Body> {
     serve("GET /org/audit", &req, async {
         http::require_method(&req, "GET")?;
         let claims = bearer(app.tokens()?, &req).await?;
-        let limit = match http::optional_query_param(&req, "limit")? {
-            None => AUDIT_PAGE_DEFAULT,
-            Some(raw) => raw
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=AUDIT_PAGE_MAX).contains(n))
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "limit",
-                        format!("must be a whole number from 1 to {AUDIT_PAGE_MAX}"),
-                    )
-                })?,
-        };
+        let limit = page_limit(&req)?;
         let cursor = http::optional_query_param(&req, "cursor")?
             .map(|raw| {
                 AuditCursor::parse(raw).ok_or_else(|| {

@@ -1,6 +1,6 @@
 //! The handlers behind each route, and the gateway authorizer: the
 //! credential and lifecycle routes here, `POST /org/restore` in [`restore`],
-//! `GET /org/audit` in [`audit`].
+//! `GET /org/audit` in [`audit`], `GET /org/list` in [`list`].
 //!
 //! Each takes the [`App`] it runs in and a request, and always answers with a
 //! response: an error becomes its status and JSON body here, never a Lambda
@@ -27,9 +27,11 @@ use crate::store::{
 use crate::App;
 
 mod audit;
+mod list;
 mod restore;
 
 pub use audit::audit;
+pub use list::list;
 pub use restore::restore;
 
 const ORGANIZATION_NAME: &str = "organization_name";
@@ -61,6 +63,27 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// How many items one page of a listing route may hold, and holds by default.
+const PAGE_MAX: u32 = 100;
+const PAGE_DEFAULT: u32 = 50;
+
+/// The `limit` query parameter of a paged route.
+fn page_limit(req: &Request) -> Result<u32, ApiError> {
+    match http::optional_query_param(req, "limit")? {
+        None => Ok(PAGE_DEFAULT),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=PAGE_MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("must be a whole number from 1 to {PAGE_MAX}"),
+                )
+            }),
+    }
 }
 
 /// The audit context of `req`, acted by `actor`.
@@ -169,7 +192,7 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
             Ok(had_failures) => had_failures,
             Err(e @ ApiError::TooManyRequests { .. }) => {
                 store
-                    .audit_login(attempted_org, Action::LoginThrottled, &attempt)
+                    .audit_request(attempted_org, Action::LoginThrottled, &attempt)
                     .await;
                 return Err(e);
             }
@@ -185,7 +208,7 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
         let Some(admin) = admin.filter(|_| matched) else {
             store.record_login_failure(&keys).await?;
             store
-                .audit_login(attempted_org, Action::LoginFailed, &attempt)
+                .audit_request(attempted_org, Action::LoginFailed, &attempt)
                 .await;
             return Err(BAD_CREDENTIALS);
         };
@@ -197,7 +220,7 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
             .filter(|o| o.state.allows_login())
         else {
             store
-                .audit_login(attempted_org, Action::LoginFailed, &attempt)
+                .audit_request(attempted_org, Action::LoginFailed, &attempt)
                 .await;
             return Err(BAD_CREDENTIALS);
         };
@@ -229,7 +252,7 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
         .await?;
         let succeeded = audit_context(&req, Actor::Admin(admin.id.to_hex()));
         store
-            .audit_login(Some(org.id), Action::LoginSucceeded, &succeeded)
+            .audit_request(Some(org.id), Action::LoginSucceeded, &succeeded)
             .await;
         Ok(json_response(200, &body))
     })
@@ -523,6 +546,7 @@ pub async fn dispatch(app: &App, req: Request) -> Response<Body> {
         Some(Function::Delete) => Box::pin(delete(app, req)).await,
         Some(Function::Restore) => Box::pin(restore(app, req)).await,
         Some(Function::Audit) => Box::pin(audit(app, req)).await,
+        Some(Function::List) => Box::pin(list(app, req)).await,
         Some(Function::Purge | Function::Authorizer) | None => {
             error_response(&ApiError::NotFound("no such route".into()))
         }

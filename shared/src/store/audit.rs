@@ -5,8 +5,8 @@
 //! in the same step as its outbox entry, from the context the operation
 //! recorded when it started (`pending.audit`): whoever finishes the
 //! operation writes it, once. A credential change writes its entries in the
-//! transaction that changes the admin. A login's entry is written before its
-//! answer: a process that dies first has answered nothing.
+//! transaction that changes the admin. A login's entry (and a listing's) is
+//! written before its answer: a process that dies first has answered nothing.
 
 use std::time::Duration;
 
@@ -39,6 +39,9 @@ pub enum Action {
     OrganizationRestored,
     #[serde(rename = "organization.purged")]
     OrganizationPurged,
+    /// An operator listed the organizations (no organization's own).
+    #[serde(rename = "organizations.listed")]
+    OrganizationsListed,
 }
 
 /// Who acted.
@@ -206,9 +209,10 @@ impl Store {
         Ok(event)
     }
 
-    /// Records a login attempt. Its failure is logged, never the caller's
-    /// error: the login has been decided, and its answer goes out.
-    pub async fn audit_login(
+    /// Records what a request decided by itself (a login attempt, a
+    /// listing). A failure to write it is logged, never the caller's error:
+    /// the request has been decided, and its answer goes out.
+    pub async fn audit_request(
         &self,
         organization_id: Option<ObjectId>,
         action: Action,

@@ -16,6 +16,7 @@
 //! - [`deleted`]: soft-deleted organizations: their records, restore.
 //! - [`purge`]: removing deleted organizations past their retention.
 //! - [`audit`]: the audit trail of actions and login attempts.
+//! - [`listing`]: every organization, live and deleted, for operators.
 //! - [`admins`]: admins, their sessions (token versions) and credentials.
 //! - [`throttle`]: login throttling and the per-source create limit.
 //! - [`outbox`]: lifecycle events recorded with the operations' steps.
@@ -30,6 +31,7 @@ mod audit;
 mod deleted;
 mod idempotency;
 mod lifecycle;
+mod listing;
 mod model;
 pub mod outbox;
 mod purge;
@@ -52,6 +54,7 @@ pub use audit::{
     Action, Actor, AuditContext, AuditCursor, AuditEntry, AuditPage, DEFAULT_AUDIT_RETENTION,
 };
 pub use idempotency::{Idempotent, IDEMPOTENCY_TTL};
+pub use listing::{ListCursor, ListPage, ListQuery, ListedOrganization, ListedState};
 pub use model::{
     holding_collection, AdminDoc, CredentialChange, DeletedAdmin, DeletedOrgDoc, DeletedState,
     Finished, NewOrganization, OrgDoc, OrgState, Pending, PurgeReport, RestoreRequest, Updated,
@@ -339,7 +342,8 @@ impl Store {
 impl Store {
     /// Ensures the indexes of deleted organizations' records, once per
     /// execution environment: by former name and admin email (a restore's
-    /// look-up) and by state and purge time (a purge run's).
+    /// look-up), by state and purge time (a purge run's), by the operation
+    /// that claimed one, and by name (the operator listing's order).
     pub async fn ensure_deleted_indexes(&self) -> Result<(), ApiError> {
         self.deleted_indexes
             .get_or_try_init(|| async {
@@ -356,6 +360,7 @@ impl Store {
                             IndexKind::Plain,
                         ),
                         index(doc! { "pending.op_id": 1 }, "pending_op", IndexKind::Plain),
+                        index(doc! { "name": 1, "_id": 1 }, "name_id", IndexKind::Plain),
                     ])
                     .await
                     .map_err(db_error)?;
