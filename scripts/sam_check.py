@@ -2,12 +2,15 @@
 
 (a) `sam local invoke` of every function with every fixture in events/,
     asserting each answer: the HTTP events' statuses, the authorizer's allow
-    and deny, EventBridge and the schedule, and the SQS batch's partial batch
+    and deny, the listing with and without the gateway's IAM identity,
+    EventBridge and the schedule, and the SQS batch's partial batch
     response naming exactly the messages that must fail.
 (b) The contract through `sam local start-api` (the template's routes and
     its authorizer): create, get, login, update, delete, restore, the gateway's 401
-    without a token and 403 for a forged one, and a JSON-labelled body that
-    is not UTF-8 answered by the function's own 400.
+    without a token and 403 for a forged one, the listing's 403 from the
+    function (SAM's gateway does not emulate IAM, so no request carries an
+    identity), and a JSON-labelled body that is not UTF-8 answered by the
+    function's own 400.
 
 Environment (set by scripts/sam.sh): SAM_API_URL, SAM_INVOKE_ARGS (a JSON
 list of the arguments every `sam local invoke` takes), SAM_PYTHON (the
@@ -115,6 +118,18 @@ def invoke_every_fixture():
     check("get.json: 200 acme", got and got.get("statusCode") == 200
           and http_body(got).get("organization_name") == "acme", got)
 
+    # state=active&prefix=acme: acme is the first name on the first page.
+    listed = invoke("ListFunction", fixture("list.json"))
+    page = http_body(listed) or {}
+    rows = page.get("organizations")
+    check("list.json: 200, a page of active organizations with acme on it, and next_cursor",
+          listed and listed.get("statusCode") == 200 and isinstance(rows, list) and "next_cursor" in page
+          and "acme" in [row.get("organization_name") for row in rows]
+          and all(row.get("state") == "active" for row in rows), listed)
+    refused = invoke("ListFunction", fixture("list-no-iam.json"))
+    check("list-no-iam.json (no IAM identity): 403 forbidden", refused and refused.get("statusCode") == 403
+          and ((http_body(refused) or {}).get("error") or {}).get("code") == "forbidden", refused)
+
     login = invoke("LoginFunction", fixture("login.json"))
     token = (http_body(login) or {}).get("access_token") if login else None
     check("login.json: 200 and a bearer token", login and login.get("statusCode") == 200 and token, login)
@@ -140,6 +155,17 @@ def invoke_every_fixture():
     deleted = invoke("DeleteFunction", with_token(fixture("delete.json"), token))
     check("delete.json: 200 deleted", deleted and deleted.get("statusCode") == 200
           and http_body(deleted).get("status") == "deleted", deleted)
+
+    # The deleted organization, listed with its deletion and purge times.
+    gone = fixture("list.json")
+    gone["rawQueryString"] = "state=deleted&prefix=acme-renamed"
+    gone["queryStringParameters"] = {"state": "deleted", "prefix": "acme-renamed"}
+    listed = invoke("ListFunction", gone)
+    rows = (http_body(listed) or {}).get("organizations") or []
+    check("list.json with state=deleted: acme-renamed, with deleted_at and purge_after",
+          listed and listed.get("statusCode") == 200
+          and any(row.get("organization_name") == "acme-renamed" and row.get("deleted_at")
+                  and row.get("purge_after") for row in rows), listed)
 
     restored = invoke("RestoreFunction", fixture("restore.json"))
     check("restore.json: 200 acme-renamed back", restored and restored.get("statusCode") == 200
@@ -203,6 +229,10 @@ def contract_through_start_api():
                                                     "password": password})
     check("POST /org/restore (public, no token): 200 back", status == 200
           and body.get("organization_name") == f"{org}-x", (status, body))
+
+    status, body = request("GET", f"/org/list?prefix={org}")
+    check("GET /org/list without an IAM identity: the function's 403", status == 403
+          and isinstance(body, dict) and (body.get("error") or {}).get("code") == "forbidden", (status, body))
 
     status, body = request("POST", "/org/create", b'{"organization_name": "\xff\xfe"}')
     check("POST /org/create with a JSON-labelled body that is not UTF-8: the function's 400",
