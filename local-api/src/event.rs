@@ -28,6 +28,9 @@ pub struct Incoming<'a> {
     pub body: &'a [u8],
     pub peer: SocketAddr,
     pub request_id: &'a str,
+    /// The IAM principal whose SigV4 signature the gateway is taken to have
+    /// checked; none for an unsigned request.
+    pub iam_caller: Option<&'a str>,
 }
 
 pub fn to_event(req: &Incoming<'_>) -> Value {
@@ -107,6 +110,14 @@ pub fn to_event(req: &Incoming<'_>) -> Value {
     let fields = event
         .as_object_mut()
         .expect("the event literal is an object");
+    if let Some(arn) = req.iam_caller {
+        if let Some(context) = fields
+            .get_mut("requestContext")
+            .and_then(Value::as_object_mut)
+        {
+            context.insert("authorizer".into(), iam_identity(arn));
+        }
+    }
     if !cookies.is_empty() {
         fields.insert("cookies".into(), json!(cookies));
     }
@@ -154,6 +165,21 @@ fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// The identity API Gateway adds to the event of an `AWS_IAM` route once it
+/// has checked the request's signature, for the principal `arn`.
+fn iam_identity(arn: &str) -> Value {
+    let account = arn.split(':').nth(4).unwrap_or_default();
+    json!({ "iam": {
+        "accessKey": "ASIALOCALAPIEXAMPLE",
+        "accountId": account,
+        "callerId": "AROALOCALAPIEXAMPLE:local",
+        "cognitoIdentity": null,
+        "principalOrgId": null,
+        "userArn": arn,
+        "userId": "AROALOCALAPIEXAMPLE:local",
+    }})
 }
 
 /// `12/Mar/2020:19:03:58 +0000`, the gateway's `requestContext.time`.
@@ -273,6 +299,7 @@ mod tests {
             body,
             peer: "127.0.0.1:5000".parse().unwrap(),
             request_id: "req-1",
+            iam_caller: None,
         }
     }
 

@@ -37,11 +37,16 @@ use crate::router::Router;
 
 const USAGE: &str = "usage: local-api --manifest Cargo.toml --bin-dir target/debug \
 [--host 127.0.0.1] [--port 3000] [--pass NAME,NAME,...] [--timeout-secs 30] [--max-environments 4]
+[--iam-caller ARN]
 
 Serves the routes of the manifest's [workspace.metadata.lambda.watch.router]
 table; each function is the binary of that name in --bin-dir. --pass names
 the variables of this process's environment passed on to the functions.
---port 0 picks a free port; the first line on stdout names the address.";
+--port 0 picks a free port; the first line on stdout names the address.
+--iam-caller passes every request on as if the gateway had checked its SigV4
+signature as this IAM principal's (requestContext.authorizer.iam), for tests
+of the operators' route; without it no request carries an IAM identity, and
+that route answers 403.";
 
 /// API Gateway's limit on a request's payload.
 const MAX_BODY: usize = 10 * 1024 * 1024;
@@ -54,6 +59,7 @@ struct Options {
     pass: Vec<String>,
     timeout: Duration,
     max_environments: usize,
+    iam_caller: Option<String>,
 }
 
 fn options() -> Result<Options, String> {
@@ -99,12 +105,14 @@ fn options() -> Result<Options, String> {
         timeout: Duration::from_secs(parsed("timeout-secs", "30")?),
         max_environments: usize::try_from(parsed("max-environments", "4")?)
             .map_err(|_| "--max-environments: out of range")?,
+        iam_caller: args.get("iam-caller").cloned(),
     })
 }
 
 struct Front {
     router: Router,
     pools: BTreeMap<String, Pool>,
+    iam_caller: Option<String>,
 }
 
 static REQUEST: AtomicU64 = AtomicU64::new(0);
@@ -150,6 +158,7 @@ impl Front {
             body: &body,
             peer,
             request_id: &request_id,
+            iam_caller: self.iam_caller.as_deref(),
         });
         match pool
             .invoke(&request_id, Bytes::from(event.to_string()))
@@ -217,7 +226,11 @@ async fn run() -> Result<(), String> {
             (f, pool)
         })
         .collect();
-    let front = Arc::new(Front { router, pools });
+    let front = Arc::new(Front {
+        router,
+        pools,
+        iam_caller: opts.iam_caller.clone(),
+    });
 
     let listener = TcpListener::bind((opts.host, opts.port))
         .await

@@ -75,6 +75,11 @@ fn unique(prefix: &str) -> String {
 /// Starts the front on a free loopback port; `env` is its own environment,
 /// of which the names in `pass` reach the functions.
 fn start(env: &[(&str, String)], pass: &[&str]) -> Front {
+    start_with(env, pass, &[])
+}
+
+/// [`start`], with more command-line arguments.
+fn start_with(env: &[(&str, String)], pass: &[&str], args: &[&str]) -> Front {
     let uri = std::env::var("MONGODB_URI")
         .expect("MONGODB_URI must name a MongoDB server; `make test` starts one");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_local-api"));
@@ -91,6 +96,7 @@ fn start(env: &[(&str, String)], pass: &[&str]) -> Front {
                 .collect::<Vec<_>>()
                 .join(","),
         )
+        .args(args)
         .env("MONGODB_URI", uri)
         .env("MASTER_DB", unique("front"))
         .env("JWT_SECRET", unique("key"))
@@ -205,6 +211,23 @@ fn a_header_value_that_is_not_ascii_reaches_the_function() {
     let text = resp.body_mut().read_to_string().unwrap_or_default();
 
     assert_eq!(status, 422, "{text}");
+}
+
+#[test]
+fn the_operators_route_answers_403_unless_the_front_is_told_who_signed() {
+    // As `make run` starts it: nothing signs, so the function refuses.
+    let unsigned = start(&[], &[]);
+    let (status, body) = send(&unsigned.base, "GET", "/org/list", b"");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden", "{body}");
+    drop(unsigned);
+
+    let arn = "arn:aws:iam::123456789012:role/local-operator";
+    let signed = start_with(&[], &[], &["--iam-caller", arn]);
+    let (status, body) = send(&signed.base, "GET", "/org/list?limit=5", b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body["organizations"].is_array(), "{body}");
+    assert!(body["next_cursor"].is_null(), "{body}");
 }
 
 #[test]

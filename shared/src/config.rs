@@ -10,7 +10,7 @@
 use std::fmt;
 use std::time::Duration;
 
-pub use crate::functions::{Function, StartIndexes};
+pub use crate::functions::{Auth, Function, StartIndexes};
 
 /// A group of variables that belong together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -355,6 +355,38 @@ async fn a_restore_killed_at_any_step_is_settled_by_the_purge_run() {
 }
 
 #[tokio::test]
+async fn an_organization_killed_mid_delete_or_mid_restore_is_listed_once() {
+    let soft_delete = soft_delete_failpoints().into_iter().map(|p| (p, false));
+    let restore = failpoints("restore:").into_iter().map(|p| (p, true));
+    for (point, deleted) in soft_delete.chain(restore) {
+        let (t, token) = acme_with_data(deleted).await;
+        let event = if deleted {
+            restore_event()
+        } else {
+            delete_event(&token)
+        };
+        run_until_killed(&t, &event, point, &[]);
+
+        let rows = list_all(&t, &[], 1).await;
+
+        let acme: Vec<&str> = rows
+            .iter()
+            .filter(|(n, _)| n == "acme")
+            .map(|(_, s)| s.as_str())
+            .collect();
+        assert_eq!(acme.len(), 1, "{point}: {rows:?}");
+        let expected = if deleted {
+            ["restoring", "deleted", "active"].as_slice()
+        } else {
+            ["active", "deleting", "deleted"].as_slice()
+        };
+        assert!(expected.contains(&acme[0]), "{point}: {rows:?}");
+        assert!(rows.contains(&("bystander".into(), "active".into())));
+        t.drop().await;
+    }
+}
+
+#[tokio::test]
 async fn a_restore_that_claimed_the_record_before_a_create_took_the_name_gives_it_back() {
     let (t, _) = acme_with_data(true).await;
 

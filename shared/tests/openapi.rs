@@ -440,6 +440,32 @@ async fn the_bearer_scheme_is_documented_on_exactly_the_routes_that_demand_a_tok
     t.drop().await;
 }
 
+#[tokio::test]
+async fn the_sigv4_scheme_is_documented_on_exactly_the_routes_behind_iam() {
+    let t = TestApp::new().await;
+    let scheme = &document()["components"]["securitySchemes"]["sigv4"];
+    assert_eq!(scheme["x-amazon-apigateway-authtype"], "awsSigv4");
+
+    for (method, path) in documented_routes() {
+        let security = operation(&method, &path)
+            .get("security")
+            .or_else(|| document().get("security"));
+        let documents_sigv4 = security
+            .and_then(Value::as_array)
+            .is_some_and(|reqs| reqs.iter().any(|r| r.get("sigv4").is_some()));
+        let behind_iam = shared::config::Function::for_route(&method, &path)
+            .and_then(|f| f.route())
+            .is_some_and(|r| r.auth == shared::config::Auth::Iam);
+        assert_eq!(documents_sigv4, behind_iam, "{method} {path}");
+        if behind_iam {
+            let r = t.call(event(&method, &path, &[], None, None)).await;
+            assert_documented(&method, &path, &r);
+            assert_eq!(r.status, 403, "{method} {path} without an IAM identity");
+        }
+    }
+    t.drop().await;
+}
+
 #[test]
 fn the_document_is_openapi_3_1_and_every_answer_is_json_and_never_cached() {
     assert_eq!(document()["openapi"], "3.1.0");
@@ -720,6 +746,53 @@ async fn audit_answers_every_documented_status_as_the_document_describes_it() {
     route.expect(422, t.call(page(&[("cursor", "x")], Some(&token))).await);
     let down = with_unreachable_database(&t);
     route.expect(503, call(&down, page(&[], Some(&token))).await);
+
+    route.assert_every_documented_status_was_produced();
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn list_answers_every_documented_status_as_the_document_describes_it() {
+    let t = TestApp::new().await;
+    let mut route = RouteProbe::new("GET", "/org/list");
+    let (_, token) = t.create_and_login("acme").await;
+    t.create_and_login("beta").await;
+
+    let first = route.expect(
+        200,
+        t.call(list_request(&[("limit", "1")], Some(OPERATOR_ARN)))
+            .await,
+    );
+    let next = first.body["next_cursor"].as_str().unwrap().to_owned();
+    route.expect(
+        200,
+        t.call(list_request(&[("cursor", &next)], Some(OPERATOR_ARN)))
+            .await,
+    );
+    assert_eq!(t.call(delete(Some(&token), "acme")).await.status, 200);
+    route.expect(
+        200,
+        t.call(list_request(&[("state", "deleted")], Some(OPERATOR_ARN)))
+            .await,
+    );
+    route.expect(403, t.call(list_request(&[], None)).await);
+    for (field, value) in [
+        ("limit", "0"),
+        ("cursor", "x"),
+        ("state", "gone"),
+        ("prefix", "a b"),
+    ] {
+        route.expect(
+            422,
+            t.call(list_request(&[(field, value)], Some(OPERATOR_ARN)))
+                .await,
+        );
+    }
+    let down = with_unreachable_database(&t);
+    route.expect(
+        503,
+        call(&down, list_request(&[], Some(OPERATOR_ARN))).await,
+    );
 
     route.assert_every_documented_status_was_produced();
     t.drop().await;

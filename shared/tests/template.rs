@@ -28,7 +28,7 @@ use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use shared::aws_lambda_events::eventbridge::EventBridgeEvent;
 use shared::aws_lambda_events::sqs::SqsEvent;
 use shared::config::{
-    Config, Function, Section, AUDIT_RETENTION_DAYS, DEFAULT_AUDIT_RETENTION_DAYS,
+    Auth, Config, Function, Section, AUDIT_RETENTION_DAYS, DEFAULT_AUDIT_RETENTION_DAYS,
     DELETED_RETENTION_DAYS, EVENT_BUS_NAME, JWT_SECRET, JWT_SECRET_ARN, LOCAL_ONLY_VARS,
     MONGODB_URI_SECRET_ARN, OPERATION_LEASE_SECS, PROVISIONING_ALLOW_PLAINTEXT,
 };
@@ -70,14 +70,16 @@ const PUBLISHERS: [Function; 5] = [
 const RETENTION_PARAMETER: &str = "DeletedRetentionDays";
 /// The functions that write audit entries, and so set their expiry from
 /// `AUDIT_RETENTION_DAYS`: every one that changes state or answers a login.
-/// Not get, nor the audit function (it only reads them), nor the authorizer.
-const AUDIT_WRITERS: [Function; 6] = [
+/// And the listing, which records who listed. Not get, nor the audit
+/// function (it only reads them), nor the authorizer.
+const AUDIT_WRITERS: [Function; 7] = [
     Function::Login,
     Function::Create,
     Function::Update,
     Function::Delete,
     Function::Restore,
     Function::Purge,
+    Function::List,
 ];
 /// The template parameter behind `AUDIT_RETENTION_DAYS`.
 const AUDIT_RETENTION_PARAMETER: &str = "AuditRetentionDays";
@@ -669,23 +671,39 @@ fn the_authorizer_guards_exactly_the_protected_routes() {
     let default = at(auth, &["DefaultAuthorizer"]).as_str();
 
     let mut guarded = BTreeSet::new();
+    let mut signed = BTreeSet::new();
     for route in routes(&t) {
         let effective = match at(&route.auth, &["Authorizer"]).as_str() {
             Some("NONE") => None,
             Some(explicit) => Some(explicit),
             None => default,
         };
-        if let Some(a) = effective {
-            assert_eq!(a, name, "{} {}", route.method, route.path);
-            guarded.insert((route.method, route.path));
+        match effective {
+            Some("AWS_IAM") => {
+                signed.insert((route.method, route.path));
+            }
+            Some(a) => {
+                assert_eq!(a, name, "{} {}", route.method, route.path);
+                guarded.insert((route.method, route.path));
+            }
+            None => {}
         }
     }
-    let protected: BTreeSet<(String, String)> = Function::routes()
-        .filter(|(_, r)| r.bearer)
-        .map(|(_, r)| (r.method.to_owned(), r.path.to_owned()))
-        .collect();
+    let with = |auth: Auth| -> BTreeSet<(String, String)> {
+        Function::routes()
+            .filter(|(_, r)| r.auth == auth)
+            .map(|(_, r)| (r.method.to_owned(), r.path.to_owned()))
+            .collect()
+    };
 
-    assert_eq!(guarded, protected);
+    assert_eq!(guarded, with(Auth::Bearer));
+    assert_eq!(signed, with(Auth::Iam), "the routes behind AWS_IAM");
+    assert!(!signed.is_empty());
+    assert_eq!(
+        at(auth, &["EnableIamAuthorizer"]).as_bool(),
+        Some(true),
+        "SAM takes AWS_IAM on a route only with the IAM authorizer enabled"
+    );
 }
 
 /// A route's own `RouteSettings` on the HTTP API, or `Value::Null`.
@@ -721,8 +739,8 @@ fn every_public_route_that_runs_bcrypt_has_its_own_throttle_below_the_default() 
     // Without a token, each request buys a bcrypt hash or verify: the
     // gateway must cap them more tightly than the rest.
     let mut throttled = BTreeSet::new();
-    for (f, r) in
-        Function::routes().filter(|(f, r)| !r.bearer && f.sections().contains(&Section::Passwords))
+    for (f, r) in Function::routes()
+        .filter(|(f, r)| r.auth == Auth::Public && f.sections().contains(&Section::Passwords))
     {
         let what = format!("{} {} ({})", r.method, r.path, f.name());
         let own = route_settings(&t, r.method, r.path);
@@ -750,7 +768,7 @@ fn the_restore_route_is_public_and_throttled_no_looser_than_login() {
         .route()
         .expect("the restore function serves a route");
     assert!(
-        !restore.bearer,
+        restore.auth == Auth::Public,
         "a deleted organization's admin has no token to show"
     );
 
@@ -1542,7 +1560,7 @@ fn every_route_has_a_fixture_event_that_parses_as_the_request_its_function_recei
         let route = Function::for_route(method, path)
             .and_then(Function::route)
             .unwrap_or_else(|| panic!("{name}: {route_key} is not a contract route"));
-        if route.bearer {
+        if route.auth == Auth::Bearer {
             let authorization = req
                 .headers()
                 .get("authorization")
@@ -1561,6 +1579,22 @@ fn every_route_has_a_fixture_event_that_parses_as_the_request_its_function_recei
                     fields.contains_key(key),
                     "{name}: authorizer context lacks {key}"
                 );
+            }
+        }
+        if route.auth == Auth::Iam {
+            let Some(RequestContext::ApiGatewayV2(ctx)) = req.request_context_ref() else {
+                panic!("{name}: no HTTP API request context");
+            };
+            // A fixture either carries the identity the gateway adds after
+            // checking a SigV4 signature, or none at all (the refusal's).
+            if let Some(authorizer) = &ctx.authorizer {
+                let arn = authorizer
+                    .iam
+                    .as_ref()
+                    .and_then(|iam| iam.user_arn.as_deref())
+                    .unwrap_or_default();
+                assert!(arn.starts_with("arn:aws:iam::"), "{name}: userArn {arn:?}");
+                assert!(authorizer.fields.is_empty(), "{name}: no Lambda context");
             }
         }
         covered.insert(route_key.to_owned());
@@ -1587,7 +1621,8 @@ fn the_authorizer_fixture_parses_as_the_request_the_gateway_sends() {
         let route_key = event.route_key.as_deref().unwrap_or_default();
         assert!(
             Function::routes()
-                .any(|(_, r)| r.bearer && format!("{} {}", r.method, r.path) == route_key),
+                .any(|(_, r)| r.auth == Auth::Bearer
+                    && format!("{} {}", r.method, r.path) == route_key),
             "{name}: the authorizer only runs for protected routes, not {route_key:?}"
         );
         assert_eq!(
@@ -2110,7 +2145,7 @@ fn the_audit_route_is_a_bearer_route_with_the_authorizer_named_on_it() {
         .route()
         .expect("the audit function serves a route");
     assert!(
-        audit.bearer,
+        audit.auth == Auth::Bearer,
         "an organization's trail is for its admin's token"
     );
 
@@ -2208,5 +2243,51 @@ fn the_audit_function_may_only_read_the_database_secret_and_the_signing_key() {
         exempt.contains(&role_arn(Function::Audit)),
         "the signing key's policy lets {} read it: {exempt:?}",
         role_arn(Function::Audit)
+    );
+}
+
+#[test]
+fn the_listing_is_signed_by_iam_and_its_function_may_only_read_the_database_secret() {
+    let t = template();
+    let list = Function::List
+        .route()
+        .expect("the list function serves a route");
+    assert_eq!(list.auth, Auth::Iam, "operators, not an admin's token");
+
+    let declared: Vec<Route> = routes(&t)
+        .into_iter()
+        .filter(|r| r.function == Function::List.name())
+        .collect();
+    assert_eq!(declared.len(), 1, "one route on ListFunction");
+    assert_eq!(
+        (declared[0].method.as_str(), declared[0].path.as_str()),
+        (list.method, list.path)
+    );
+    assert_eq!(
+        at(&declared[0].auth, &["Authorizer"]).as_str(),
+        Some("AWS_IAM"),
+        "named on the route, never left to a default"
+    );
+
+    let env = environment(&t, Function::List);
+    let database = ref_target(&env[MONGODB_URI_SECRET_ARN])
+        .expect("MONGODB_URI_SECRET_ARN is !Ref the secret's parameter");
+    // No signing key: it verifies no token; no bus: it changes nothing.
+    for var in [
+        JWT_SECRET_ARN,
+        JWT_SECRET,
+        EVENT_BUS_NAME,
+        DELETED_RETENTION_DAYS,
+    ] {
+        assert!(!env.contains_key(var), "ListFunction: {var}");
+    }
+    assert_eq!(
+        grants(&t, Function::List),
+        BTreeSet::from([(READ_SECRET.to_owned(), database.to_owned())]),
+        "ListFunction: the MongoDB URI secret, nothing else"
+    );
+    assert!(
+        function_property(&t, Function::List, "Role").is_null(),
+        "ListFunction gets its role from SAM, with these Policies alone"
     );
 }

@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::options::Hint;
 use serde::Serialize;
 
 use super::model::{DeletedOrgDoc, DeletedState, OrgDoc, OrgState};
@@ -229,7 +230,9 @@ impl Row {
     /// (a delete or restore under way), which is then the row shown.
     fn shadowed_by(&self) -> Option<ObjectId> {
         match self {
-            Row::Deleted(r) if matches!(r.state, DeletedState::Deleting | DeletedState::Restoring) => {
+            Row::Deleted(r)
+                if matches!(r.state, DeletedState::Deleting | DeletedState::Restoring) =>
+            {
                 Some(r.organization_id)
             }
             _ => None,
@@ -306,6 +309,15 @@ fn sort(source: Source) -> Document {
     }
 }
 
+/// The index that holds each source in key order: a page reads its rows
+/// in order and stops, whatever other index a filter could also use.
+fn order_index(source: Source) -> &'static str {
+    match source {
+        Source::Live => "name_unique",
+        Source::Deleted => "name_id",
+    }
+}
+
 impl Store {
     /// Up to `limit` organizations of `query` in name order, and the cursor
     /// after the last when more follow.
@@ -373,6 +385,7 @@ impl Store {
                     .orgs
                     .find(filter)
                     .sort(sort(source))
+                    .hint(Hint::Name(order_index(source).to_owned()))
                     .limit(want as i64)
                     .await
                     .map_err(db_error)?;
@@ -385,6 +398,7 @@ impl Store {
                     .deleted
                     .find(filter)
                     .sort(sort(source))
+                    .hint(Hint::Name(order_index(source).to_owned()))
                     .limit(want as i64)
                     .await
                     .map_err(db_error)?;
@@ -442,6 +456,7 @@ impl Store {
                         "find": collection,
                         "filter": filter,
                         "sort": sort(source),
+                        "hint": order_index(source),
                         "limit": i64::from(limit) + 1,
                     },
                     "verbosity": "queryPlanner",
@@ -469,7 +484,11 @@ fn merge(live: Vec<Row>, deleted: Vec<Row>, want: usize) -> Vec<Row> {
             (None, Some(_)) => false,
             (None, None) => break,
         };
-        let next = if take_live { live.next() } else { deleted.next() };
+        let next = if take_live {
+            live.next()
+        } else {
+            deleted.next()
+        };
         merged.extend(next);
     }
     merged

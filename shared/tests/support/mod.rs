@@ -347,6 +347,56 @@ pub fn event_json(
     ev.to_string()
 }
 
+/// The ARN of the operator in listing events.
+pub const OPERATOR_ARN: &str = "arn:aws:iam::123456789012:role/platform-operator";
+
+/// `GET /org/list` as API Gateway sends it on an `AWS_IAM` route, with the
+/// identity of the SigV4 signature it checked (none: `arn` is `None`).
+pub fn list_request(query: &[(&str, &str)], arn: Option<&str>) -> Request {
+    let mut ev: Value =
+        serde_json::from_str(&event_json("GET", "/org/list", query, None, None)).unwrap();
+    if let Some(arn) = arn {
+        ev["requestContext"]["authorizer"] = json!({"iam": {
+            "accessKey": "AKIAIOSFODNN7EXAMPLE",
+            "accountId": "123456789012",
+            "callerId": "AROAEXAMPLEID:operator",
+            "cognitoIdentity": null,
+            "principalOrgId": null,
+            "userArn": arn,
+            "userId": "AROAEXAMPLEID:operator",
+        }});
+    }
+    shared::lambda_http::request::from_str(&ev.to_string()).expect("a valid v2 event")
+}
+
+/// Every organization the listing shows for `query`, walked a page of
+/// `limit` at a time, as `(name, state)`.
+pub async fn list_all(t: &TestApp, query: &[(&str, &str)], limit: u32) -> Vec<(String, String)> {
+    let limit = limit.to_string();
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1_000 {
+        let mut q: Vec<(&str, &str)> = query.to_vec();
+        q.push(("limit", &limit));
+        if let Some(c) = &cursor {
+            q.push(("cursor", c));
+        }
+        let page = t.call(list_request(&q, Some(OPERATOR_ARN))).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        for o in page.body["organizations"].as_array().unwrap() {
+            rows.push((
+                o["organization_name"].as_str().unwrap().to_owned(),
+                o["state"].as_str().unwrap().to_owned(),
+            ));
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return rows,
+        }
+    }
+    panic!("the listing did not end after 1,000 pages: {rows:?}");
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
