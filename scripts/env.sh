@@ -134,7 +134,9 @@ LOCAL_API_VARS=(
 
 # Serves the contract's routes with the local front (local-api/): each route
 # by its function's own binary (target/debug) under a Lambda Runtime API, the
-# request turned into the gateway's event. Exports ORG_API_URL.
+# request turned into the gateway's event. Exports ORG_API_URL. With
+# LOCAL_API_IAM_CALLER (an IAM ARN; tests only), every request is passed on
+# as signed by that principal, so the operators' route answers.
 start_local_api() { # port [extra variable names passed on]
   local port=$1
   shift
@@ -142,6 +144,7 @@ start_local_api() { # port [extra variable names passed on]
   names="$(IFS=,; echo "${LOCAL_API_VARS[*]}${*:+,$*}")"
   "$ROOT/target/debug/local-api" --manifest "$ROOT/Cargo.toml" --bin-dir "$ROOT/target/debug" \
     --host 127.0.0.1 --port "$port" --pass "${names// /,}" \
+    ${LOCAL_API_IAM_CALLER:+--iam-caller "$LOCAL_API_IAM_CALLER"} \
     >"$STATE/api.log" 2>&1 &
   STARTED_PIDS+=("$!")
   API_PID=$!

@@ -7,7 +7,9 @@
 #
 # Needs ORG_API_URL (the local API) and `st` on PATH (.venv/bin). The
 # protected routes are called with the bearer token of an organization this
-# script creates; the fuzzer is free to rename or delete it.
+# script creates; the fuzzer is free to rename or delete it. The operators'
+# route answers only when the local API passes requests on as IAM-signed
+# (LOCAL_API_IAM_CALLER, as `make test` starts it).
 #
 # SCHEMATHESIS_MAX_EXAMPLES  generated cases per operation and phase (default 200)
 # SCHEMATHESIS_SEED          replays a run (default: random; printed)
@@ -50,6 +52,7 @@ warm PUT /org/update '{}' 401
 warm DELETE '/org/delete?organization_name=-' '' 401
 warm POST /org/restore '{}' 422
 warm GET /org/audit '' 401
+warm GET '/org/list?limit=1' '' 200
 
 # One organization to hold the token; its name is unique per run so that the
 # script can run against a database that outlived earlier runs.
