@@ -11,12 +11,14 @@
 #
 # Knobs: BENCH_RUNS (cold runs per function, 20), BENCH_WARM (warm
 # invocations per function, 1000), BENCH_SECONDS (wrk duration, 10),
-# BENCH_CONNECTIONS (wrk connection counts, "1 4"), BENCH_STRICT=1 (exit 1
-# when a budget fails).
+# BENCH_CONNECTIONS (wrk connection counts, "1 4"), BENCH_PHASES (the
+# harness's phases, "cold,rss,rename,pages"), BENCH_STRICT=1 (exit 1 when a
+# budget fails).
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
 RUNS="${BENCH_RUNS:-20}"
+PHASES="${BENCH_PHASES:-cold,rss,rename,pages}"
 WARM="${BENCH_WARM:-1000}"
 SECONDS_PER_ROW="${BENCH_SECONDS:-10}"
 CONNECTIONS="${BENCH_CONNECTIONS:-1 4}"
@@ -79,9 +81,9 @@ log "bcrypt: one verify at costs 10 to 13"
 start_mongo
 start_moto
 
-log "cold start, memory and rename scaling under the harness's Runtime API (several minutes)"
+log "cold start, memory, rename scaling and paged reads under the harness's Runtime API (several minutes)"
 "$BIN/harness" --bin-dir "$BIN" --events events --out "$OUT/harness.json" --log "$OUT/functions.log" \
-  --runs "$RUNS" --warm "$WARM" --sizes "$SIZES"
+  --runs "$RUNS" --warm "$WARM" --sizes "$SIZES" --phases "$PHASES"
 
 log "warm latency: wrk against the local API (cargo lambda watch --release)"
 API_DB="bench_api_$(date +%s)"

@@ -1,6 +1,7 @@
 //! The fixture events of `events/`, made into real requests: a unique
-//! organization per create, the name to get, rename, delete or restore, and a real
-//! token in place of `REPLACE_WITH_TOKEN`.
+//! organization per create, the name to get, rename, delete or restore, the
+//! query of a listing or audit page, and a real token in place of
+//! `REPLACE_WITH_TOKEN`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +15,8 @@ pub struct Events {
     update: Value,
     delete: Value,
     restore: Value,
+    list: Value,
+    audit: Value,
     authorizer: String,
 }
 
@@ -43,6 +46,18 @@ fn with_name_query(template: &Value, name: &str) -> Value {
     event
 }
 
+fn with_query(template: &Value, query: &[(&str, &str)]) -> Value {
+    let mut event = template.clone();
+    let raw: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    event["rawQueryString"] = Value::String(raw.join("&"));
+    let params: serde_json::Map<String, Value> = query
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+        .collect();
+    event["queryStringParameters"] = Value::Object(params);
+    event
+}
+
 fn with_token(event: Value, token: &str) -> Value {
     let text = event.to_string().replace("REPLACE_WITH_TOKEN", token);
     serde_json::from_str(&text).expect("still JSON")
@@ -63,6 +78,8 @@ impl Events {
             update: parse(&load(dir, "update.json")?, "update.json")?,
             delete: parse(&load(dir, "delete.json")?, "delete.json")?,
             restore: parse(&load(dir, "restore.json")?, "restore.json")?,
+            list: parse(&load(dir, "list.json")?, "list.json")?,
+            audit: parse(&load(dir, "audit.json")?, "audit.json")?,
             authorizer: load(dir, "authorizer.json")?,
         })
     }
@@ -106,6 +123,18 @@ impl Events {
             &self.restore,
             json!({ "organization_name": org, "email": email_of(admin_of), "password": PASSWORD }),
         ))
+    }
+
+    /// GET /org/list with `query` (cursor and prefix values need no
+    /// escaping: both are hex digits and name characters), signed by the
+    /// fixture's IAM principal.
+    pub fn list(&self, query: &[(&str, &str)]) -> Arc<Vec<u8>> {
+        bytes(&with_query(&self.list, query))
+    }
+
+    /// GET /org/audit with `query`, as the admin of `token`.
+    pub fn audit(&self, token: &str, query: &[(&str, &str)]) -> Arc<Vec<u8>> {
+        bytes(&with_token(with_query(&self.audit, query), token))
     }
 
     pub fn authorizer(&self, token: &str) -> Arc<Vec<u8>> {

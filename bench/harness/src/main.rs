@@ -9,16 +9,19 @@
 //! - `events`: the fixtures of `events/` made into real requests.
 //! - `moto`: the benchmark's secrets, created in the local endpoint.
 //! - `mongo`: filling tenants, and the `$out` rename it is compared with.
+//! - `pages`: the listing and the audit trail, paged, at scale.
 //!
 //! Phases: `cold` (each function exec'd fresh per run, baseline `hello` in
 //! the same rounds), `rss` (1,000 warm invocations per function), `rename`
-//! (rename against tenant size). Usage: see [`USAGE`].
+//! (rename against tenant size), `pages` (the listing at 10,000
+//! organizations, an audit trail of 100,000 entries). Usage: see [`USAGE`].
 
 mod breakdown;
 mod events;
 mod http1;
 mod mongo;
 mod moto;
+mod pages;
 mod proxy;
 mod runtime;
 
@@ -38,7 +41,7 @@ use crate::runtime::{ms, Function, Memory};
 const USAGE: &str = "usage: harness drop-database URI DB
        harness --bin-dir DIR --events DIR --out FILE --log FILE \
 [--mongodb-uri URI] [--aws-endpoint URL] [--runs N] [--warm N] [--sizes 1,10000,100000] \
-[--phases cold,rss,rename] [--db NAME]
+[--phases cold,rss,rename,pages] [--db NAME]
 MONGODB_URI and AWS_ENDPOINT_URL are read from the environment when not given.";
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -96,7 +99,7 @@ fn options() -> Result<Options, String> {
             .map(|s| s.trim().parse().map_err(|_| format!("--sizes {s}")))
             .collect::<Result<_, _>>()?,
         phases: take("phases")
-            .unwrap_or_else(|| "cold,rss,rename".into())
+            .unwrap_or_else(|| "cold,rss,rename,pages".into())
             .split(',')
             .map(str::to_owned)
             .collect(),
@@ -319,6 +322,9 @@ fn run() -> Result<(), String> {
         }
         if b.opts.phases.iter().any(|p| p == "rename") {
             out["rename"] = rename_scaling(&b)?;
+        }
+        if b.opts.phases.iter().any(|p| p == "pages") {
+            out["pages"] = pages::pages(&b)?;
         }
         Ok(())
     })();

@@ -1,11 +1,12 @@
 //! The harness's own MongoDB connection (straight to the server, not through
-//! the proxy): filling tenant collections, and the original service's
-//! `$out`-copy-then-drop rename for comparison.
+//! the proxy): filling tenant collections, organizations and an audit
+//! trail, and the original service's `$out`-copy-then-drop rename for
+//! comparison.
 
 use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Database, IndexModel};
 
@@ -160,6 +161,81 @@ impl Mongo {
                     .into_future(),
             )
             .map_err(err)
+    }
+
+    /// Runs `f` on the harness's runtime (for calls through the service's
+    /// own store).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// `n` active organizations named `<prefix>-00000`, ..., as the create
+    /// function leaves them (without their admins and collections, which a
+    /// listing never reads), in batches.
+    pub fn insert_organizations(&self, db: &str, prefix: &str, n: u64) -> Result<()> {
+        let coll = self.db(db).collection::<Document>("organizations");
+        let now = DateTime::now();
+        self.rt.block_on(async {
+            for start in (0..n).step_by(1_000) {
+                let batch: Vec<Document> = (start..(start + 1_000).min(n))
+                    .map(|i| {
+                        let name = format!("{prefix}-{i:05}");
+                        doc! {
+                            "_id": ObjectId::new(),
+                            "names": [&name],
+                            "collection_name": format!("org_{name}"),
+                            "name": name,
+                            "admin_id": ObjectId::new(),
+                            "created_at": now,
+                            "updated_at": now,
+                            "state": "active",
+                        }
+                    })
+                    .collect();
+                coll.insert_many(batch).await.map_err(err)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The id of organization `name`.
+    pub fn organization_id(&self, db: &str, name: &str) -> Result<ObjectId> {
+        let coll = self.db(db).collection::<Document>("organizations");
+        let found = self
+            .rt
+            .block_on(coll.find_one(doc! { "name": name }).into_future())
+            .map_err(err)?
+            .ok_or_else(|| format!("no organization {name}"))?;
+        found.get_object_id("_id").map_err(|e| e.to_string())
+    }
+
+    /// `n` login entries of organization `org` in its audit trail, one a
+    /// second back from now, in batches.
+    pub fn insert_audit_entries(&self, db: &str, org: ObjectId, n: u64) -> Result<()> {
+        let coll = self.db(db).collection::<Document>("audit");
+        let now = DateTime::now().timestamp_millis();
+        let expires = DateTime::from_millis(now + 400 * 86_400_000);
+        self.rt.block_on(async {
+            for start in (0..n).step_by(10_000) {
+                let batch: Vec<Document> = (start..(start + 10_000).min(n))
+                    .map(|i| {
+                        doc! {
+                            "_id": ObjectId::new(),
+                            "organization_id": org,
+                            "at": DateTime::from_millis(now - 1_000 * (i as i64 + 1)),
+                            "action": "login.succeeded",
+                            "actor": { "kind": "admin", "id": "000000000000000000000000" },
+                            "source_ip": "192.0.2.1",
+                            "request_id": format!("bench-{i}"),
+                            "outcome": "succeeded",
+                            "expires_at": expires,
+                        }
+                    })
+                    .collect();
+                coll.insert_many(batch).ordered(false).await.map_err(err)?;
+            }
+            Ok(())
+        })
     }
 
     pub fn drop_database(&self, db: &str) -> Result<()> {
