@@ -361,6 +361,38 @@ def main():
             "panic abort); each zipped as `bootstrap` with `zip -9`, the layout cargo-lambda and SAM deploy.",
         ))
 
+    # ---------------------------------------------------------------- pages
+    pages = harness.get("pages")
+    if pages:
+        lst, aud = pages.get("list", {}), pages.get("audit", {})
+        rows = []
+        for label, what, figures, plans in [
+            (f"GET /org/list, {lst.get('organizations', 0):,} organizations", "walk, by cursor",
+             lst.get("walk", {}), lst.get("plans", {}).get("walk", {})),
+            (f"GET /org/list, {lst.get('organizations', 0):,} organizations", "prefix (10 names)",
+             lst.get("prefix", {}), lst.get("plans", {}).get("prefix", {})),
+            (f"GET /org/audit, {aud.get('entries', 0):,} entries of one organization", "walk, by cursor",
+             aud.get("walk", {}), {"first page": aud.get("plans", {}).get("first"),
+                                   "deep page": aud.get("plans", {}).get("deep")}),
+        ]:
+            if not figures:
+                continue
+            plan = "; ".join(f"{k}: {v}" for k, v in plans.items() if v)
+            rows.append([label, what, figures.get("samples", 0), f1(figures.get("p50_ms")),
+                         f1(figures.get("p99_ms")), f1(figures.get("max_ms")), plan])
+        sections.append((
+            f"Paged reads at scale (ms per page of {lst.get('page', aud.get('page', '?'))}, warm function)",
+            ["route", "query", "samples", "p50", "p99", "max", "plan (server's explain, executionStats)"],
+            rows,
+            "Each page is one invocation of the function's release binary under the harness's Runtime API, "
+            "event handed over → response, through the harness's MongoDB proxy: the listing walked twice over "
+            "every page and asked 200 prefixes; the audit trail walked from the newest entry to the oldest. "
+            "Organizations and entries are inserted straight into the database after the function's first page "
+            "has created its indexes. Plans come from the service's own `explain_listing` and "
+            "`explain_audit_page` (the same filter, sort, hint and limit the functions run). "
+            + meta.get("mongo_note", ""),
+        ))
+
     # ---------------------------------------------------------------- rename
     ren = harness.get("rename", [])
     if ren:

@@ -278,6 +278,12 @@ impl App {
                     Ok(store) => match self.config.function.indexes_at_start() {
                         StartIndexes::All => store.ensure_indexes().await,
                         StartIndexes::Unique => store.ensure_unique_indexes().await,
+                        StartIndexes::UniqueAndDeleted => {
+                            match store.ensure_unique_indexes().await {
+                                Ok(()) => store.ensure_deleted_indexes().await,
+                                Err(e) => Err(e),
+                            }
+                        }
                         StartIndexes::None if self.store_wanted() => Ok(()),
                         StartIndexes::None => store.ping().await,
                     },

@@ -62,6 +62,8 @@ pub enum StartIndexes {
     None,
     /// The unique indexes of organizations and admins.
     Unique,
+    /// Those, and the indexes of deleted organizations' records.
+    UniqueAndDeleted,
     /// Every index, the expiry and outbox ones included.
     All,
 }
@@ -170,11 +172,13 @@ impl Function {
     /// The indexes the function ensures while it starts, on the connection
     /// its first request then uses: create all of them (its request spends
     /// hundreds of milliseconds in bcrypt first), update the unique ones its
-    /// rename claim relies on; the others none (a delete claims nothing).
+    /// rename claim relies on, restore those and the deleted records' it
+    /// looks its record up by; the others none (a delete claims nothing).
     pub fn indexes_at_start(self) -> StartIndexes {
         match self {
             Function::Create => StartIndexes::All,
             Function::Update => StartIndexes::Unique,
+            Function::Restore => StartIndexes::UniqueAndDeleted,
             _ => StartIndexes::None,
         }
     }

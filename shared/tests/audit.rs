@@ -310,7 +310,7 @@ async fn a_page_is_served_by_the_index_not_a_collection_scan() {
     let store = t.app.store().await.unwrap();
 
     for cursor in [None, cursor] {
-        let plan = store.explain_audit_page(org_id, cursor).await.unwrap();
+        let plan = store.explain_audit_page(org_id, 50, cursor).await.unwrap();
         let text = plan.to_string();
         assert!(text.contains("IXSCAN"), "no index scan: {text}");
         assert!(text.contains("organization_newest_first"), "{text}");

@@ -237,7 +237,7 @@ fn measure(b: &Bench, db: &str, on_db: &[(&str, &str)]) -> Result<Value, String>
     }
     let audit_plan = |cursor: Option<AuditCursor>| -> Result<String, String> {
         b.mongo
-            .block_on(store.explain_audit_page(org, cursor))
+            .block_on(store.explain_audit_page(org, PAGE, cursor))
             .map(|p| stages(&p))
             .map_err(|e| e.to_string())
     };

@@ -267,6 +267,7 @@ impl Store {
     pub async fn explain_audit_page(
         &self,
         organization_id: ObjectId,
+        limit: u32,
         cursor: Option<AuditCursor>,
     ) -> Result<Document, ApiError> {
         self.ensure_audit_indexes().await?;
@@ -276,7 +277,7 @@ impl Store {
                     "find": super::AUDIT,
                     "filter": audit_filter(organization_id, cursor),
                     "sort": AUDIT_ORDER.clone(),
-                    "limit": 51,
+                    "limit": i64::from(limit) + 1,
                 },
                 "verbosity": "executionStats",
             })
