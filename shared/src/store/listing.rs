@@ -15,6 +15,8 @@ use std::collections::HashSet;
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use mongodb::options::Hint;
+use mongodb::Collection;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::model::{DeletedOrgDoc, DeletedState, OrgDoc, OrgState};
@@ -381,36 +383,18 @@ impl Store {
         let Some(filter) = filter(query, after, source) else {
             return Ok(Vec::new());
         };
-        let mut rows = Vec::with_capacity(want);
-        match source {
-            Source::Live => {
-                let mut found = self
-                    .orgs
-                    .find(filter)
-                    .sort(sort(source))
-                    .hint(Hint::Name(order_index(source).to_owned()))
-                    .limit(want as i64)
-                    .await
-                    .map_err(db_error)?;
-                while found.advance().await.map_err(db_error)? {
-                    rows.push(Row::Live(found.deserialize_current().map_err(db_error)?));
-                }
-            }
-            Source::Deleted => {
-                let mut found = self
-                    .deleted
-                    .find(filter)
-                    .sort(sort(source))
-                    .hint(Hint::Name(order_index(source).to_owned()))
-                    .limit(want as i64)
-                    .await
-                    .map_err(db_error)?;
-                while found.advance().await.map_err(db_error)? {
-                    rows.push(Row::Deleted(found.deserialize_current().map_err(db_error)?));
-                }
-            }
-        }
-        Ok(rows)
+        Ok(match source {
+            Source::Live => read_in_order(&self.orgs, filter, source, want)
+                .await?
+                .into_iter()
+                .map(Row::Live)
+                .collect(),
+            Source::Deleted => read_in_order(&self.deleted, filter, source, want)
+                .await?
+                .into_iter()
+                .map(Row::Deleted)
+                .collect(),
+        })
     }
 
     /// Which of the organizations that `rows`' in-progress records belong
@@ -474,6 +458,31 @@ impl Store {
             explain(super::DELETED_ORGANIZATIONS, Source::Deleted).await?,
         ))
     }
+}
+
+/// Up to `want` documents of `collection` that match `filter`, in
+/// `source`'s key order, through the index that holds that order.
+async fn read_in_order<T>(
+    collection: &Collection<T>,
+    filter: Document,
+    source: Source,
+    want: usize,
+) -> Result<Vec<T>, ApiError>
+where
+    T: DeserializeOwned + Send + Sync,
+{
+    let mut found = collection
+        .find(filter)
+        .sort(sort(source))
+        .hint(Hint::Name(order_index(source).to_owned()))
+        .limit(want as i64)
+        .await
+        .map_err(db_error)?;
+    let mut docs = Vec::with_capacity(want);
+    while found.advance().await.map_err(db_error)? {
+        docs.push(found.deserialize_current().map_err(db_error)?);
+    }
+    Ok(docs)
 }
 
 /// The first `want` rows of two sorted runs, in key order.
