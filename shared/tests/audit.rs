@@ -219,8 +219,7 @@ async fn the_trail_is_served_newest_first_to_its_own_organization_only() {
 async fn pages_of_100_100_50_walk_250_entries_with_no_duplicate_or_gap_while_more_arrive() {
     let t = TestApp::new().await;
     let (org, token) = t.create_and_login("acme").await;
-    let org_id =
-        mongodb::bson::oid::ObjectId::parse_str(org["organization_id"].as_str().unwrap()).unwrap();
+    let org_id = organization_id(&org);
     let store = t.app.store().await.unwrap();
     let ctx = AuditContext {
         actor: Actor::Anonymous(EMAIL.into()),
@@ -301,8 +300,7 @@ async fn a_bad_limit_or_cursor_is_a_422() {
 async fn a_page_is_served_by_the_index_not_a_collection_scan() {
     let t = TestApp::new().await;
     let (org, token) = t.create_and_login("acme").await;
-    let org_id =
-        mongodb::bson::oid::ObjectId::parse_str(org["organization_id"].as_str().unwrap()).unwrap();
+    let org_id = organization_id(&org);
     let first = t.call(audit_page(&token, &[("limit", "1")])).await;
     let cursor = first.body["next_cursor"]
         .as_str()

@@ -154,7 +154,12 @@ async fn create_login_rename_delete_over_http_with_the_database_checked_at_each_
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(deleted["status"], "deleted");
     assert!(!tenant_names().await.contains(&format!("org_{renamed}")));
-    assert_eq!(orgs.count_documents(doc! {"_id": mongodb::bson::oid::ObjectId::parse_str(org["organization_id"].as_str().unwrap()).unwrap()}).await.unwrap(), 0);
+    assert_eq!(
+        orgs.count_documents(doc! {"_id": support::organization_id(&org)})
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(
         admins
             .count_documents(doc! {"email": &email})

@@ -307,9 +307,7 @@ async fn a_bad_limit_state_prefix_or_cursor_is_a_422_naming_it() {
 async fn an_organization_mid_delete_is_listed_once_as_its_document() {
     let t = TestApp::new().await;
     let (created, _) = t.create_and_login("acme").await;
-    let org_id =
-        mongodb::bson::oid::ObjectId::parse_str(created["organization_id"].as_str().unwrap())
-            .unwrap();
+    let org_id = organization_id(&created);
     // As a delete leaves them between its record and its last step: the
     // organization marked, its record written.
     let db = t.database();

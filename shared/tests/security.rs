@@ -377,7 +377,7 @@ async fn the_authorizer_lets_a_delete_through_whose_admin_that_delete_already_re
     let t = TestApp::new().await;
     let (org, token) = t.create_and_login("acme").await;
     // A delete that removed the admin and then died.
-    let org_id = ObjectId::parse_str(org["organization_id"].as_str().unwrap()).unwrap();
+    let org_id = organization_id(&org);
     t.database()
         .collection::<mongodb::bson::Document>("organizations")
         .update_one(

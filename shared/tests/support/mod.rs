@@ -347,6 +347,12 @@ pub fn event_json(
     ev.to_string()
 }
 
+/// The id in an organization's JSON (a create's or an update's answer).
+pub fn organization_id(org: &Value) -> ObjectId {
+    ObjectId::parse_str(org["organization_id"].as_str().expect("an organization_id"))
+        .expect("a hex object id")
+}
+
 /// The ARN of the operator in listing events.
 pub const OPERATOR_ARN: &str = "arn:aws:iam::123456789012:role/platform-operator";
 
