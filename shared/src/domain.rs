@@ -111,6 +111,13 @@ impl fmt::Debug for OrgName {
     }
 }
 
+/// A stored time as clients see it: RFC 3339, or milliseconds since the
+/// epoch for one RFC 3339 cannot write.
+pub fn rfc3339(at: mongodb::bson::DateTime) -> String {
+    at.try_to_rfc3339_string()
+        .unwrap_or_else(|_| at.timestamp_millis().to_string())
+}
+
 fn describe_char(c: char) -> String {
     if c.is_ascii_graphic() {
         format!("'{c}'")

@@ -172,13 +172,15 @@ impl Function {
     /// The indexes the function ensures while it starts, on the connection
     /// its first request then uses: create all of them (its request spends
     /// hundreds of milliseconds in bcrypt first), update the unique ones its
-    /// rename claim relies on, restore those and the deleted records' it
-    /// looks its record up by; the others none (a delete claims nothing).
+    /// rename claim relies on, restore and the listing those and the deleted
+    /// records' (a restore looks its record up by one, the listing reads
+    /// both sources in name order through them); the others none (a delete
+    /// claims nothing).
     pub fn indexes_at_start(self) -> StartIndexes {
         match self {
             Function::Create => StartIndexes::All,
             Function::Update => StartIndexes::Unique,
-            Function::Restore => StartIndexes::UniqueAndDeleted,
+            Function::Restore | Function::List => StartIndexes::UniqueAndDeleted,
             _ => StartIndexes::None,
         }
     }

@@ -11,6 +11,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::domain::rfc3339;
 use crate::error::ApiError;
 use crate::store::OrgDoc;
 
@@ -49,10 +50,7 @@ impl From<&OrgDoc> for Organization {
             organization_name: doc.name.clone(),
             collection_name: doc.collection_name.clone(),
             admin_id: doc.admin_id.to_hex(),
-            created_at: doc
-                .created_at
-                .try_to_rfc3339_string()
-                .unwrap_or_else(|_| doc.created_at.timestamp_millis().to_string()),
+            created_at: rfc3339(doc.created_at),
         }
     }
 }

@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 
-use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::bson::{doc, oid::ObjectId, Document};
 use mongodb::options::Hint;
 use mongodb::Collection;
 use serde::de::DeserializeOwned;
@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::model::{DeletedOrgDoc, DeletedState, OrgDoc, OrgState};
 use super::{db_error, Store};
+use crate::domain::rfc3339;
 use crate::error::ApiError;
 
 /// An organization's state as the listing shows it: a live one's, or a
@@ -201,11 +202,6 @@ pub struct ListPage {
     pub next: Option<ListCursor>,
 }
 
-fn rfc3339(at: DateTime) -> String {
-    at.try_to_rfc3339_string()
-        .unwrap_or_else(|_| at.timestamp_millis().to_string())
-}
-
 /// A row read from either source, before the page is cut.
 enum Row {
     Live(OrgDoc),
@@ -213,18 +209,21 @@ enum Row {
 }
 
 impl Row {
-    fn key(&self) -> ListCursor {
+    /// The row's place in the order: name, source, id.
+    fn sort_key(&self) -> (&str, Source, ObjectId) {
         match self {
-            Row::Live(org) => ListCursor {
-                name: org.name.clone(),
-                source: Source::Live,
-                id: org.id,
-            },
-            Row::Deleted(record) => ListCursor {
-                name: record.name.clone(),
-                source: Source::Deleted,
-                id: record.id,
-            },
+            Row::Live(org) => (&org.name, Source::Live, org.id),
+            Row::Deleted(record) => (&record.name, Source::Deleted, record.id),
+        }
+    }
+
+    /// The cursor that continues after this row.
+    fn key(&self) -> ListCursor {
+        let (name, source, id) = self.sort_key();
+        ListCursor {
+            name: name.to_owned(),
+            source,
+            id,
         }
     }
 
@@ -492,7 +491,7 @@ fn merge(live: Vec<Row>, deleted: Vec<Row>, want: usize) -> Vec<Row> {
     let mut deleted = deleted.into_iter().peekable();
     while merged.len() < want {
         let take_live = match (live.peek(), deleted.peek()) {
-            (Some(l), Some(d)) => l.key() < d.key(),
+            (Some(l), Some(d)) => l.sort_key() < d.sort_key(),
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (None, None) => break,
