@@ -163,6 +163,15 @@ impl Bench {
         Function::spawn(name, &self.bin(name), &env, &self.log).map_err(|e| format!("{name}: {e}"))
     }
 
+    /// Forgets the round trips the proxies have seen, so that the next
+    /// measured invocation's are the only ones.
+    fn clear_proxies(&self) {
+        if let Some(p) = &self.mongo_proxy {
+            p.clear();
+        }
+        self.moto_proxy.clear();
+    }
+
     /// A process that makes organizations cheaply (bcrypt cost 4) for the
     /// phases that need many.
     fn seeder(&self) -> Result<Function, String> {
@@ -344,10 +353,7 @@ fn run() -> Result<(), String> {
 
 /// One cold start: exec, init, one real event, first response.
 fn cold_once(b: &Bench, name: &str, event: Arc<Vec<u8>>, expect: u16) -> Result<Value, String> {
-    if let Some(p) = &b.mongo_proxy {
-        p.clear();
-    }
-    b.moto_proxy.clear();
+    b.clear_proxies();
     let mut f = b.spawn(name, &[])?;
     let inv = f.invoke(event, TIMEOUT).map_err(|e| e.to_string())?;
     let memory = f.memory().unwrap_or_default();
@@ -721,10 +727,7 @@ fn rename_scaling(b: &Bench) -> Result<Value, String> {
             create_org(b, &mut seeder, &org)?;
             let t = token(b, &mut login, &org)?;
             let seed = b.mongo.fill(db, &format!("org_{org}"), size)?;
-            if let Some(p) = &b.mongo_proxy {
-                p.clear();
-            }
-            b.moto_proxy.clear();
+            b.clear_proxies();
             let before = rename.memory().map_err(|e| e.to_string())?;
             let sampler = Sampler::start(rename.pid());
             let inv = rename

@@ -89,13 +89,6 @@ fn page(f: &mut Function, event: std::sync::Arc<Vec<u8>>) -> Result<(Value, f64)
     Ok((events::body(&answer), millis))
 }
 
-fn clear_proxies(b: &Bench) {
-    if let Some(p) = &b.mongo_proxy {
-        p.clear();
-    }
-    b.moto_proxy.clear();
-}
-
 pub fn pages(b: &Bench) -> Result<Value, String> {
     say(format!(
         "paged reads: the listing at {ORGANIZATIONS} organizations, an audit trail of {ENTRIES} entries"
@@ -148,7 +141,7 @@ fn measure(b: &Bench, db: &str, on_db: &[(&str, &str)]) -> Result<Value, String>
             let (body, millis) = page(&mut list, b.events.list(&query))?;
             walk.push(millis);
             rows += body["organizations"].as_array().map_or(0, Vec::len);
-            clear_proxies(b);
+            b.clear_proxies();
             match body["next_cursor"].as_str() {
                 Some(next) => cursor = Some(next.to_owned()),
                 None => break,
@@ -169,7 +162,7 @@ fn measure(b: &Bench, db: &str, on_db: &[(&str, &str)]) -> Result<Value, String>
             return Err(format!("prefix {prefix}: {body}"));
         }
         prefixed.push(millis);
-        clear_proxies(b);
+        b.clear_proxies();
     }
     list.stop();
     let plan = |query: ListQuery| -> Result<Value, String> {
@@ -219,7 +212,7 @@ fn measure(b: &Bench, db: &str, on_db: &[(&str, &str)]) -> Result<Value, String>
         let (body, millis) = page(&mut audit, b.events.audit(&t, &query))?;
         trail.push(millis);
         entries += body["entries"].as_array().map_or(0, Vec::len);
-        clear_proxies(b);
+        b.clear_proxies();
         match body["next_cursor"].as_str() {
             Some(next) => {
                 if trail.len() == 500 {
