@@ -179,6 +179,33 @@ impl Bench {
     }
 }
 
+/// One bcrypt verify at the service's default cost, timed in this process
+/// (the crate and release profile the functions use) right beside the run it
+/// is compared with. The machine's speed drifts over a bench run by several
+/// per cent, so a cold start or warm login is judged against a verify made
+/// under the same conditions, not against a table measured minutes earlier.
+struct BcryptReference {
+    hash: String,
+}
+
+impl BcryptReference {
+    const PASSWORD: &'static str = "correct-horse-battery";
+
+    fn new() -> Result<Self, String> {
+        let hash = bcrypt::hash(Self::PASSWORD, shared::config::DEFAULT_BCRYPT_COST)
+            .map_err(|e| format!("bcrypt reference: {e}"))?;
+        Ok(Self { hash })
+    }
+
+    fn verify_ms(&self) -> f64 {
+        let started = Instant::now();
+        let matched = bcrypt::verify(Self::PASSWORD, &self.hash).unwrap_or(false);
+        let elapsed = ms(started.elapsed());
+        debug_assert!(matched);
+        elapsed
+    }
+}
+
 fn call(f: &mut Function, event: Arc<Vec<u8>>, expect: u16) -> Result<(Value, f64), String> {
     let inv = f.invoke(event, TIMEOUT).map_err(|e| e.to_string())?;
     let answer = inv.json();
@@ -410,9 +437,11 @@ fn cold(b: &Bench) -> Result<Value, String> {
     seeder.stop();
     login.stop();
 
+    let reference = BcryptReference::new()?;
     let mut records = Vec::new();
     // Round 0 warms the page cache and is not kept. Within a round the
-    // baseline runs beside every function, so drift hits them alike.
+    // baseline runs beside every function, and a reference bcrypt verify
+    // beside every function whose request runs one, so drift hits them alike.
     for (round, del_token) in del_tokens.iter().enumerate() {
         let tag = if round == 0 {
             "w".to_owned()
@@ -420,20 +449,28 @@ fn cold(b: &Bench) -> Result<Value, String> {
             round.to_string()
         };
         let org = "cold-new-w";
-        let plan: Vec<(&str, Arc<Vec<u8>>, u16)> = vec![
-            ("hello", b.events.get(org), 200),
-            ("create", b.events.create(&format!("cold-new-{tag}")), 201),
-            ("get", b.events.get(org), 200),
-            ("login", b.events.login(org), 200),
+        // (function, event, expected status, runs one bcrypt at the default cost)
+        let plan: Vec<(&str, Arc<Vec<u8>>, u16, bool)> = vec![
+            ("hello", b.events.get(org), 200, false),
+            (
+                "create",
+                b.events.create(&format!("cold-new-{tag}")),
+                201,
+                true,
+            ),
+            ("get", b.events.get(org), 200, false),
+            ("login", b.events.login(org), 200, true),
             (
                 "rename",
                 b.events.rename(&ren_token, &format!("cold-ren-{tag}")),
                 200,
+                false,
             ),
             (
                 "delete",
                 b.events.delete(del_token, &format!("cold-del-{round}")),
                 200,
+                false,
             ),
             // The organization the delete has just deleted.
             (
@@ -441,11 +478,16 @@ fn cold(b: &Bench) -> Result<Value, String> {
                 b.events
                     .restore(&format!("cold-del-{round}"), &format!("cold-del-{round}")),
                 200,
+                true,
             ),
-            ("authorizer", b.events.authorizer(&ren_token), 200),
+            ("authorizer", b.events.authorizer(&ren_token), 200, false),
         ];
-        for (name, event, expect) in plan {
+        for (name, event, expect, bcrypt) in plan {
+            let reference_ms = bcrypt.then(|| reference.verify_ms());
             let mut r = cold_once(b, name, event, expect)?;
+            if let Some(reference_ms) = reference_ms {
+                r["bcrypt_ref_ms"] = json!(reference_ms);
+            }
             if round > 0 {
                 r["run"] = json!(round);
                 records.push(r);
@@ -511,17 +553,20 @@ fn cold(b: &Bench) -> Result<Value, String> {
     }
 
     // Warm login against an admin whose hash has the default cost (made by
-    // the cold creates above): what a login costs besides its bcrypt verify.
+    // the cold creates above): what a login costs besides its bcrypt verify,
+    // each login paired with a reference verify just before it.
     let mut login = b.spawn("login", &[])?;
     call(&mut login, b.events.login("cold-new-w"), 200)?;
-    let mut login_ms = Vec::new();
+    let (mut login_ms, mut login_ref_ms) = (Vec::new(), Vec::new());
     for _ in 0..runs {
+        login_ref_ms.push(reference.verify_ms());
         login_ms.push(call(&mut login, b.events.login("cold-new-w"), 200)?.1);
     }
     login.stop();
     Ok(json!({
         "runs": records,
         "login_warm_ms": login_ms,
+        "login_warm_ref_ms": login_ref_ms,
         "init_only": inits,
         "proxy_check": proxy_check,
     }))
