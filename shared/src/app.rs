@@ -161,6 +161,14 @@ impl App {
         self.connected_store().await
     }
 
+    /// Whether the store is connected already; false while a cold start's
+    /// secret fetch and MongoDB handshake are still under way.
+    pub fn store_connected(&self) -> bool {
+        self.database
+            .as_ref()
+            .is_some_and(|db| db.cell.initialized())
+    }
+
     /// [`App::store`] without saying that a request wants it (the warm-up).
     async fn connected_store(&self) -> Result<&Store, ApiError> {
         let db = self
@@ -265,9 +273,6 @@ impl App {
     /// same work rather than repeating it; failures are logged and retried by
     /// requests.
     pub fn warm(&'static self) {
-        if self.config.password_min_score > 0 && self.config.function.warms_password_estimator() {
-            tokio::task::spawn_blocking(crate::domain::warm_password_estimator);
-        }
         if self.database.is_some() {
             tokio::spawn(async move {
                 // The first command opens the pooled connection, which the

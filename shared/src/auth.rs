@@ -26,11 +26,29 @@ use crate::secrets::SecretStore;
 
 /// Hashes `password` at `cost` on the blocking pool.
 pub async fn hash_password(password: &Password, cost: u32) -> Result<String, ApiError> {
+    start_hash(password, cost).finish().await
+}
+
+/// Starts hashing `password` at `cost` on the blocking pool now, for a caller
+/// with round trips to make before it needs the hash. Dropped unfinished, the
+/// hash still runs to its end in the background and is discarded.
+pub fn start_hash(password: &Password, cost: u32) -> PendingHash {
     let plain = password.expose().to_owned();
-    tokio::task::spawn_blocking(move || bcrypt::hash(plain, cost))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
+    PendingHash(tokio::task::spawn_blocking(move || {
+        bcrypt::hash(plain, cost)
+    }))
+}
+
+/// A hash [`start_hash`] started.
+pub struct PendingHash(tokio::task::JoinHandle<Result<String, bcrypt::BcryptError>>);
+
+impl PendingHash {
+    pub async fn finish(self) -> Result<String, ApiError> {
+        self.0
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)
+    }
 }
 
 /// Verifies `password` against `hash`; with no hash (unknown email) it verifies

@@ -263,13 +263,21 @@ impl Password {
     /// counted as known to an attacker. The 422 says why and what would help.
     pub fn parse_new(raw: &str, min_score: u8, context: &[&str]) -> Result<Self, ApiError> {
         let password = Self::parse(raw)?;
+        password.check_strength(min_score, context)?;
+        Ok(password)
+    }
+
+    /// The strength half of [`Password::parse_new`], for a caller that has
+    /// work to start before it (the first estimate of a process builds
+    /// zxcvbn's dictionaries, tens of milliseconds of CPU).
+    pub fn check_strength(&self, min_score: u8, context: &[&str]) -> Result<(), ApiError> {
         if min_score == 0 {
-            return Ok(password);
+            return Ok(());
         }
-        let estimate = zxcvbn::zxcvbn(raw, context);
+        let estimate = zxcvbn::zxcvbn(&self.0, context);
         let score = u8::from(estimate.score());
         if score >= min_score {
-            return Ok(password);
+            return Ok(());
         }
         let mut message =
             format!("is too easy to guess (strength {score} of 4; at least {min_score} needed)");
@@ -287,13 +295,6 @@ impl Password {
     pub fn expose(&self) -> &str {
         &self.0
     }
-}
-
-/// Builds the password estimator's dictionaries, which zxcvbn does on first
-/// use: called during init, so that the first create or password change of
-/// an execution environment does not wait for it.
-pub fn warm_password_estimator() {
-    let _ = zxcvbn::zxcvbn("warm-up", &[]);
 }
 
 impl fmt::Debug for Password {

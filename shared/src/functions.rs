@@ -185,15 +185,6 @@ impl Function {
         }
     }
 
-    /// Whether the function builds the password-strength estimator while it
-    /// starts: create, whose every request checks a new password (building
-    /// the estimator's dictionaries is tens of milliseconds of CPU, hidden
-    /// behind the start's round trips). Update checks one only when a
-    /// password changes, so most of its requests would pay for nothing.
-    pub fn warms_password_estimator(self) -> bool {
-        self == Function::Create
-    }
-
     /// Every variable this function reads.
     pub fn env_vars(self) -> Vec<&'static str> {
         self.sections()

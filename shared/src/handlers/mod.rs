@@ -16,7 +16,9 @@ use mongodb::bson::oid::ObjectId;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::auth::{hash_password, needs_rehash, verify_password, Claims, Tokens};
+use crate::auth::{
+    hash_password, needs_rehash, start_hash, verify_password, Claims, PendingHash, Tokens,
+};
 use crate::domain::{Email, OrgName, Password};
 use crate::error::{ApiError, Conflict};
 use crate::functions::Function;
@@ -275,8 +277,17 @@ pub async fn create(app: &App, req: Request) -> Response<Body> {
         let body = http::json_object(&req, &[ORGANIZATION_NAME, EMAIL, PASSWORD])?;
         let name = OrgName::parse(body.required(ORGANIZATION_NAME)?, app.tenant_db()?)?;
         let email = Email::parse(body.required(EMAIL)?)?;
-        let password = Password::parse_new(
-            body.required(PASSWORD)?,
+        let password = Password::parse(body.required(PASSWORD)?)?;
+        // On a cold start the secret fetch and the MongoDB handshake are
+        // still under way, and the first strength estimate builds zxcvbn's
+        // dictionaries: the hash runs beside both rather than after them.
+        // Warm, it waits for the estimate and the per-source count
+        // (`create_org`), so that a refused request costs no bcrypt; cold,
+        // at most one hash per execution environment can go to a request
+        // that is then refused.
+        let hashing =
+            (!app.store_connected()).then(|| start_hash(&password, app.config.bcrypt_cost));
+        password.check_strength(
             app.config.password_min_score,
             &[name.as_str(), email.as_str()],
         )?;
@@ -284,7 +295,7 @@ pub async fn create(app: &App, req: Request) -> Response<Body> {
         let audit = audit_context(&req, Actor::Anonymous(email.as_str().to_owned()));
         let store = app.store().await?;
         let Some(key) = key else {
-            return create_org(app, name, email, &password, source, audit).await;
+            return create_org(app, name, email, &password, hashing, source, audit).await;
         };
         match store
             .idempotency_begin(key, &fingerprint(&name, &email))
@@ -312,7 +323,7 @@ pub async fn create(app: &App, req: Request) -> Response<Body> {
                 return Err(ApiError::Conflict(Conflict::IdempotencyInProgress))
             }
         }
-        let outcome = create_org(app, name, email, &password, source, audit).await;
+        let outcome = create_org(app, name, email, &password, hashing, source, audit).await;
         let response = match &outcome {
             Ok(response) => response.clone(),
             Err(e) => json_response(e.status(), &e.body()),
@@ -351,12 +362,14 @@ fn fingerprint(name: &OrgName, email: &Email) -> String {
 }
 
 /// Creates an organization over HTTP: the per-source limit before any
-/// bcrypt work, then the hash, then the store (which applies the cap).
+/// bcrypt work not already `hashing`, then the hash, then the store (which
+/// applies the cap).
 async fn create_org(
     app: &App,
     name: OrgName,
     email: Email,
     password: &Password,
+    hashing: Option<PendingHash>,
     source: Option<&str>,
     audit: AuditContext,
 ) -> Result<Response<Body>, ApiError> {
@@ -364,7 +377,10 @@ async fn create_org(
     if let Some(limit) = app.config.limits.creates_per_source_per_hour {
         store.count_create(source, limit).await?;
     }
-    let password_hash = hash_password(password, app.config.bcrypt_cost).await?;
+    let password_hash = hashing
+        .unwrap_or_else(|| start_hash(password, app.config.bcrypt_cost))
+        .finish()
+        .await?;
     let new = NewOrganization {
         name,
         email,
