@@ -306,13 +306,16 @@ impl Store {
 
     /// The newest record of a deleted organization called `name` whose admin
     /// had `email`, in any state: the restore checks the password against
-    /// it before it says anything.
+    /// it before it says anything. It does not wait for
+    /// [`Store::ensure_deleted_indexes`]: those indexes are plain, so they
+    /// only speed this read up, and the restore function ensures them while
+    /// it starts; a cold start's first restore would otherwise hold its
+    /// password check back until they were built.
     pub async fn find_deleted(
         &self,
         name: &OrgName,
         email: &crate::domain::Email,
     ) -> Result<Option<DeletedOrgDoc>, ApiError> {
-        self.ensure_deleted_indexes().await?;
         self.deleted
             .find_one(doc! { "name": name.as_str(), "admin.email": email.as_str() })
             .sort(doc! { "deleted_at": -1 })
