@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use crate::events::Publisher;
 use crate::secrets::SecretStore;
 use crate::store::Store;
+use crate::telemetry::{self, Metric};
 
 /// How many deleted organizations one purge run removes, and how many
 /// records of interrupted operations it settles: each removal drops a
@@ -20,6 +21,9 @@ use crate::store::Store;
 pub const PURGE_BATCH: usize = 50;
 
 fn report(flushed: Result<crate::events::Flushed, ApiError>) {
+    if let Ok(done) = &flushed {
+        telemetry::add(Metric::OutboxPublished, done.published as u64);
+    }
     match flushed {
         Ok(done) if done.failed > 0 => {
             tracing::warn!(
@@ -213,9 +217,17 @@ impl App {
     /// Publishes what the outbox holds that is ready (the scheduled flush).
     /// Never fails the caller: what cannot be published now is retried by a
     /// later flush.
+    /// Then it reads what is left for the outbox's metrics.
     pub async fn flush_events(&self) {
         if let Some((store, publisher)) = self.event_outlet().await {
             report(crate::events::flush(store, publisher).await);
+            match store.outbox_backlog().await {
+                Ok(backlog) => {
+                    Metric::OutboxPending.observe(backlog.pending as f64);
+                    Metric::OutboxOldestPendingAge.observe(backlog.oldest_age.as_secs_f64());
+                }
+                Err(e) => e.log(),
+            }
         }
     }
 

@@ -21,8 +21,8 @@ pub enum Section {
     Tokens,
     /// Hashing passwords.
     Passwords,
-    /// Logging, read by every function.
-    Logging,
+    /// Logs and metrics, read by every function.
+    Telemetry,
     /// Publishing lifecycle events.
     Events,
     /// Reaching AWS services (Secrets Manager, EventBridge), read by every
@@ -55,7 +55,9 @@ pub const JWT_AUDIENCE: &str = "JWT_AUDIENCE";
 pub const JWT_TTL_SECS: &str = "JWT_TTL_SECS";
 pub const KEY_CACHE_TTL_SECS: &str = "KEY_CACHE_TTL_SECS";
 pub const BCRYPT_COST: &str = "BCRYPT_COST";
-pub const RUST_LOG: &str = "RUST_LOG";
+/// The value of the metrics' `Service` dimension: the stack's name, so
+/// that the stack's alarms find its own functions' metrics.
+pub const SERVICE_NAME: &str = "SERVICE_NAME";
 pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
 /// The least zxcvbn score (0-4) a new password must reach.
 pub const PASSWORD_MIN_SCORE: &str = "PASSWORD_MIN_SCORE";
@@ -117,7 +119,7 @@ impl Section {
                 KEY_CACHE_TTL_SECS,
             ],
             Section::Passwords => &[BCRYPT_COST],
-            Section::Logging => &[RUST_LOG],
+            Section::Telemetry => &[SERVICE_NAME],
             Section::Events => &[EVENT_BUS_NAME],
             Section::Aws => &[AWS_CA_BUNDLE, LOCAL_AWS_ENDPOINT_URL],
             Section::PasswordPolicy => &[PASSWORD_MIN_SCORE],
@@ -219,6 +221,8 @@ pub struct Config {
     pub aws_ca_bundle: Option<String>,
     /// The endpoint of every AWS client, when not AWS's own.
     pub aws_endpoint_url: Option<String>,
+    /// The metrics' `Service` dimension.
+    pub service_name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -409,6 +413,9 @@ impl Config {
             (None, None)
         };
 
+        let service_name =
+            var(SERVICE_NAME).unwrap_or_else(|| crate::telemetry::metric::LOCAL_SERVICE.to_owned());
+
         Ok(Self {
             function,
             database,
@@ -423,6 +430,7 @@ impl Config {
             event_bus,
             aws_ca_bundle,
             aws_endpoint_url,
+            service_name,
         })
     }
 

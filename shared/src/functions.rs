@@ -134,9 +134,9 @@ impl Function {
     pub fn sections(self) -> &'static [Section] {
         use Section::*;
         match self {
-            Function::Login => &[Logging, Aws, Database, Tokens, Passwords, Audit],
+            Function::Login => &[Telemetry, Aws, Database, Tokens, Passwords, Audit],
             Function::Create => &[
-                Logging,
+                Telemetry,
                 Aws,
                 Database,
                 Passwords,
@@ -146,9 +146,9 @@ impl Function {
                 Events,
                 Audit,
             ],
-            Function::Get => &[Logging, Aws, Database],
+            Function::Get => &[Telemetry, Aws, Database],
             Function::Update => &[
-                Logging,
+                Telemetry,
                 Aws,
                 Database,
                 Tokens,
@@ -158,14 +158,14 @@ impl Function {
                 Events,
                 Audit,
             ],
-            Function::Delete => &[Logging, Aws, Database, Tokens, Events, Deletion, Audit],
-            Function::Restore => &[Logging, Aws, Database, Passwords, Events, Audit],
-            Function::Purge => &[Logging, Aws, Database, Events, Audit],
-            Function::Audit => &[Logging, Aws, Database, Tokens],
-            Function::List => &[Logging, Aws, Database, Audit],
+            Function::Delete => &[Telemetry, Aws, Database, Tokens, Events, Deletion, Audit],
+            Function::Restore => &[Telemetry, Aws, Database, Passwords, Events, Audit],
+            Function::Purge => &[Telemetry, Aws, Database, Events, Audit],
+            Function::Audit => &[Telemetry, Aws, Database, Tokens],
+            Function::List => &[Telemetry, Aws, Database, Audit],
             // The database too: a token issued before its admin's last
             // credential change is refused here as well as by the functions.
-            Function::Authorizer => &[Logging, Aws, Database, Tokens],
+            Function::Authorizer => &[Telemetry, Aws, Database, Tokens],
         }
     }
 

@@ -211,10 +211,3 @@ pub fn gateway_request_id(req: &Request) -> Option<&str> {
         _ => None,
     }
 }
-
-/// The Lambda request id, for log lines.
-pub fn request_id(req: &Request) -> String {
-    req.lambda_context_ref()
-        .map(|c| c.request_id.clone())
-        .unwrap_or_default()
-}

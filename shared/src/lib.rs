@@ -19,7 +19,8 @@
 //! - [`http`]: strict request parsing and JSON responses.
 //! - [`handlers`]: one function per route, plus the gateway authorizer.
 //! - [`error`]: the one error type and its HTTP mapping.
-//! - [`telemetry`]: JSON logs.
+//! - [`runtime`]: what every function's `main` runs.
+//! - [`telemetry`]: JSON logs and CloudWatch metrics.
 //! - [`failpoint`]: test-only crash points.
 
 pub mod app;
@@ -34,6 +35,7 @@ pub mod functions;
 pub mod handlers;
 pub mod http;
 pub mod provisioning;
+pub mod runtime;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;

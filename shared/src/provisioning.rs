@@ -39,6 +39,7 @@ use crate::domain::{Email, OrgName, Password};
 use crate::error::{cause_chain, ApiError};
 use crate::http::JsonObject;
 use crate::store::{Actor, AuditContext, Finished, NewOrganization, OrgDoc, OrgState};
+use crate::telemetry::{self, Metric};
 use crate::{handlers, App};
 
 /// The detail-type of a provisioning request on EventBridge.
@@ -222,6 +223,11 @@ pub async fn provision(
 }
 
 fn log_outcome(source: &str, id: &str, outcome: &Result<Outcome, ApiError>) {
+    telemetry::count(match outcome {
+        Ok(Outcome::Created(_) | Outcome::AlreadyDone(_)) => Metric::ProvisioningSucceeded,
+        Ok(Outcome::Discarded(_)) => Metric::ProvisioningRejected,
+        Err(_) => Metric::ProvisioningFailed,
+    });
     match outcome {
         Ok(Outcome::Created(done)) => {
             tracing::info!(source, id, organization_id = %done.org.id, "provisioned")

@@ -6,17 +6,16 @@
 
 use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use shared::config::Function;
-use shared::lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use shared::{handlers, App};
+use shared::lambda_runtime::{Error, LambdaEvent};
+use shared::{handlers, runtime};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
-    let app = App::start(Function::Authorizer).await?;
-    run(service_fn(
-        move |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {
+    runtime::serve_events(
+        Function::Authorizer,
+        |app, event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {
             Ok::<_, Error>(handlers::authorize(app, event.payload).await)
         },
-    ))
+    )
     .await
 }

@@ -5,17 +5,10 @@
 #![recursion_limit = "256"]
 
 use shared::config::Function;
-use shared::lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use shared::{provisioning, App};
+use shared::lambda_runtime::Error;
+use shared::{provisioning, runtime};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
-    let app = App::start(Function::Create).await?;
-    run(service_fn(
-        move |event: LambdaEvent<serde_json::Value>| async move {
-            provisioning::handle(app, event).await
-        },
-    ))
-    .await
+    runtime::serve_events(Function::Create, provisioning::handle).await
 }

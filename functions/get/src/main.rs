@@ -5,15 +5,10 @@
 #![recursion_limit = "256"]
 
 use shared::config::Function;
-use shared::lambda_http::{run, service_fn, Error, Request};
-use shared::{handlers, App};
+use shared::lambda_runtime::Error;
+use shared::{handlers, runtime};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
-    let app = App::start(Function::Get).await?;
-    run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(handlers::get(app, req).await)
-    }))
-    .await
+    runtime::serve_http(Function::Get, handlers::get).await
 }

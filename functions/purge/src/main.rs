@@ -6,15 +6,14 @@
 #![recursion_limit = "256"]
 
 use shared::config::Function;
-use shared::lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use shared::App;
+use shared::lambda_runtime::{Error, LambdaEvent};
+use shared::runtime;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
-    let app = App::start(Function::Purge).await?;
-    run(service_fn(
-        move |_event: LambdaEvent<serde_json::Value>| async move {
+    runtime::serve_events(
+        Function::Purge,
+        |app, _event: LambdaEvent<serde_json::Value>| async move {
             match app.purge().await {
                 Ok(report) => Ok(serde_json::to_value(report)?),
                 Err(e) => {
@@ -23,6 +22,6 @@ async fn main() -> Result<(), Error> {
                 }
             }
         },
-    ))
+    )
     .await
 }

@@ -42,8 +42,9 @@ const PASSWORD: &str = "password";
 const CURRENT_PASSWORD: &str = "current_password";
 const NEW_ORGANIZATION_NAME: &str = "new_organization_name";
 
-/// Runs one route's logic inside a span that carries the request id, and maps
-/// its outcome to a response.
+/// Runs one route's logic inside a span that carries the gateway's request
+/// id (the runtime's span around it carries Lambda's), and maps its outcome
+/// to a response.
 async fn serve<F>(route: &'static str, req: &Request, work: F) -> Response<Body>
 where
     F: Future<Output = Result<Response<Body>, ApiError>>,
@@ -51,7 +52,7 @@ where
     let span = tracing::info_span!(
         "request",
         route,
-        request_id = %http::request_id(req),
+        gatewayRequestId = http::gateway_request_id(req).unwrap_or_default(),
         organization_id = tracing::field::Empty,
     );
     async {
@@ -594,7 +595,18 @@ pub async fn authorize(
     let deleting = Function::Delete
         .route()
         .is_some_and(|r| event.route_key.as_deref() == Some(&format!("{} {}", r.method, r.path)));
-    match authorized(app, authorization.as_deref(), deleting).await {
+    let span = tracing::info_span!(
+        "authorize",
+        gatewayRequestId = event
+            .request_context
+            .request_id
+            .as_deref()
+            .unwrap_or_default(),
+    );
+    match authorized(app, authorization.as_deref(), deleting)
+        .instrument(span)
+        .await
+    {
         Ok(claims) => {
             response.is_authorized = true;
             response.context = json!({ "admin_id": claims.sub, "organization_id": claims.org });

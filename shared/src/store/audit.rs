@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{db_error, is_duplicate_key, later, Store};
 use crate::error::ApiError;
+use crate::telemetry::{self, Metric};
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +43,27 @@ pub enum Action {
     /// An operator listed the organizations (no organization's own).
     #[serde(rename = "organizations.listed")]
     OrganizationsListed,
+}
+
+impl Action {
+    /// Counts the outcome in its metric, where it has one: every outcome
+    /// the audit trail records is counted where it is recorded, once.
+    fn count(self) {
+        let metric = match self {
+            Action::LoginSucceeded => Metric::LoginSucceeded,
+            Action::LoginFailed => Metric::LoginFailed,
+            Action::LoginThrottled => Metric::LoginThrottled,
+            Action::OrganizationCreated => Metric::OrganizationsCreated,
+            Action::OrganizationRenamed => Metric::OrganizationsRenamed,
+            Action::OrganizationDeleted => Metric::OrganizationsDeleted,
+            Action::OrganizationRestored => Metric::OrganizationsRestored,
+            Action::OrganizationPurged => Metric::OrganizationsPurged,
+            Action::AdminEmailChanged
+            | Action::AdminPasswordChanged
+            | Action::OrganizationsListed => return,
+        };
+        telemetry::count(metric);
+    }
 }
 
 /// Who acted.
@@ -185,7 +207,11 @@ impl Store {
             "succeeded",
         );
         match self.audit.insert_one(&entry).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                action.count();
+                Ok(())
+            }
+            // A repeated step: its operation was recorded, and counted, once.
             Err(e) if is_duplicate_key(&e) => Ok(()),
             Err(e) => Err(db_error(e)),
         }
@@ -223,6 +249,7 @@ impl Store {
             Action::LoginThrottled => "throttled",
             _ => "succeeded",
         };
+        action.count();
         let entry = self.audit_entry(ObjectId::new(), organization_id, action, context, outcome);
         if let Err(e) = self.audit.insert_one(&entry).await {
             tracing::error!(error = %e, action = ?action, "audit entry not written");

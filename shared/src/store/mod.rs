@@ -59,7 +59,7 @@ pub use model::{
     holding_collection, AdminDoc, CredentialChange, DeletedAdmin, DeletedOrgDoc, DeletedState,
     Finished, NewOrganization, OrgDoc, OrgState, Pending, PurgeReport, RestoreRequest, Updated,
 };
-pub use outbox::{OutboxEntry, PUBLISHED_TTL};
+pub use outbox::{Backlog, OutboxEntry, PUBLISHED_TTL};
 pub use throttle::{LoginKeys, LoginThrottle};
 
 pub const ORGANIZATIONS: &str = "organizations";

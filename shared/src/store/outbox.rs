@@ -21,6 +21,14 @@ pub const PURGED: &str = "OrganizationPurged";
 /// or a flush that claimed it) before a flush may take it over.
 pub const HOLD: Duration = Duration::from_secs(30);
 
+/// What the outbox holds unpublished ([`Store::outbox_backlog`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: u64,
+    /// Since the oldest unpublished entry was written; zero when none is.
+    pub oldest_age: Duration,
+}
+
 /// A document of `outbox`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -194,6 +202,32 @@ impl Store {
             .await
             .map_err(db_error)?;
         Ok(())
+    }
+
+    /// How many entries wait to be published, and for how long the oldest
+    /// of them has waited (the outbox's metrics, read after each scheduled
+    /// flush). The `pending` index finds them; the oldest is sorted out of
+    /// those, which a healthy outbox keeps to a handful.
+    pub async fn outbox_backlog(&self) -> Result<Backlog, ApiError> {
+        let unpublished = doc! { "published_at": null };
+        let (pending, oldest) = tokio::join!(
+            self.outbox.count_documents(unpublished.clone()),
+            self.outbox
+                .find_one(unpublished)
+                .sort(doc! { "created_at": 1 }),
+        );
+        let oldest_age = match oldest.map_err(db_error)? {
+            Some(entry) => {
+                let waited =
+                    DateTime::now().timestamp_millis() - entry.created_at.timestamp_millis();
+                Duration::from_millis(u64::try_from(waited).unwrap_or(0))
+            }
+            None => Duration::ZERO,
+        };
+        Ok(Backlog {
+            pending: pending.map_err(db_error)?,
+            oldest_age,
+        })
     }
 
     /// Makes a claimed entry available again after `delay`; `failed` counts

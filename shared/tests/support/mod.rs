@@ -144,6 +144,7 @@ impl TestApp {
             event_bus: None,
             aws_ca_bundle: None,
             aws_endpoint_url: None,
+            service_name: shared::telemetry::metric::LOCAL_SERVICE.to_owned(),
         };
         let store = Store::connect(&dbc, &uri).await.expect("connect");
         let client = store.client().clone();

@@ -1,0 +1,69 @@
+//! What every function's `main` runs: logs, then its [`App`] and the
+//! metrics recorder, then the Lambda runtime, each invocation tagged for the
+//! metrics before it runs and what it recorded written after it.
+
+use std::future::Future;
+
+use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_runtime::{Context, Error, LambdaEvent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::Function;
+use crate::telemetry::{self, Metrics};
+use crate::App;
+
+/// Serves an HTTP route's function: `handler` answers each API Gateway
+/// request (payload format 2.0).
+pub async fn serve_http<F, Fut>(function: Function, handler: F) -> Result<(), Error>
+where
+    F: Fn(&'static App, Request) -> Fut,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    let (app, metrics) = start(function).await?;
+    lambda_http::run(lambda_http::service_fn(move |req: Request| {
+        if let Some(context) = req.lambda_context_ref() {
+            before(metrics, context);
+        }
+        let answer = handler(app, req);
+        async move {
+            let response = answer.await;
+            metrics.after_invocation();
+            Ok::<_, Error>(response)
+        }
+    }))
+    .await
+}
+
+/// Serves a function that takes events of type `E`: the authorizer's
+/// requests, the create function's mixed inputs, the purge's schedule.
+pub async fn serve_events<E, R, F, Fut>(function: Function, handler: F) -> Result<(), Error>
+where
+    E: DeserializeOwned,
+    R: Serialize,
+    F: Fn(&'static App, LambdaEvent<E>) -> Fut,
+    Fut: Future<Output = Result<R, Error>>,
+{
+    let (app, metrics) = start(function).await?;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<E>| {
+        before(metrics, &event.context);
+        let answer = handler(app, event);
+        async move {
+            let outcome = answer.await;
+            metrics.after_invocation();
+            outcome
+        }
+    }))
+    .await
+}
+
+async fn start(function: Function) -> Result<(&'static App, Metrics), Error> {
+    telemetry::init();
+    let app = App::start(function).await?;
+    let metrics = Metrics::install(&app.config.service_name)?;
+    Ok((app, metrics))
+}
+
+fn before(metrics: Metrics, context: &Context) {
+    metrics.before_invocation(&context.request_id, context.xray_trace_id.as_deref());
+}
