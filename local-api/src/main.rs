@@ -9,6 +9,9 @@
 //!   function; a process that dies answers its invocation with a 502 and is
 //!   replaced by a fresh one on the next.
 //!
+//! Lambda's own `Invoke` is served too, for the events no route carries (a
+//! scheduled flush, an SQS batch).
+//!
 //! Only names are given on the command line: the values the functions get
 //! (the database URI, the signing key) come from this process's environment,
 //! so they never show in a process list. Development only; never deployed.
@@ -27,9 +30,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::environment::{Outcome, Pool, Processes, Settings};
@@ -46,7 +51,12 @@ the variables of this process's environment passed on to the functions.
 --iam-caller passes every request on as if the gateway had checked its SigV4
 signature as this IAM principal's (requestContext.authorizer.iam), for tests
 of the operators' route; without it no request carries an IAM identity, and
-that route answers 403.";
+that route answers 403.
+
+POST /2015-03-31/functions/NAME/invocations is Lambda's Invoke for any of
+those functions: the body is the event, as it is (`aws lambda invoke
+--endpoint-url http://127.0.0.1:3000 --function-name create --payload
+fileb://events/provision-schedule.json out.json` runs the outbox flush).";
 
 /// API Gateway's limit on a request's payload.
 const MAX_BODY: usize = 10 * 1024 * 1024;
@@ -124,6 +134,12 @@ impl Front {
         peer: SocketAddr,
     ) -> Response<Bytes> {
         let (parts, body) = req.into_parts();
+        if let Some(function) = invoke_target(&parts.method, parts.uri.path()) {
+            return match collect(body).await {
+                Ok(event) => self.invoke(function, event).await,
+                Err(answer) => answer,
+            };
+        }
         let Some(function) = self
             .router
             .function(parts.method.as_str(), parts.uri.path())
@@ -133,24 +149,11 @@ impl Front {
         let Some(pool) = self.pools.get(function) else {
             return event::gateway_answer(StatusCode::NOT_FOUND, "Not Found");
         };
-        let body = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                return event::gateway_answer(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "Request Entity Too Large",
-                )
-            }
-            Err(_) => return event::gateway_answer(StatusCode::BAD_REQUEST, "Bad Request"),
+        let body = match collect(body).await {
+            Ok(body) => body,
+            Err(answer) => return answer,
         };
-        let request_id = format!(
-            "{:08x}-local-{:012x}",
-            std::process::id(),
-            REQUEST.fetch_add(1, Ordering::Relaxed)
-        );
+        let request_id = next_request_id();
         let event = event::to_event(&event::Incoming {
             method: &parts.method,
             uri: &parts.uri,
@@ -182,6 +185,99 @@ impl Front {
             }
         }
     }
+
+    /// Lambda's `Invoke` (`aws lambda invoke --endpoint-url ...`): `event`
+    /// as it is, to one of the front's functions, and its payload back; a
+    /// function error is a 200 with `X-Amz-Function-Error`, as from Lambda.
+    /// How a scheduled flush or an SQS batch is tried locally.
+    async fn invoke(&self, function: &str, event: Bytes) -> Response<Bytes> {
+        let Some(pool) = self.pools.get(function) else {
+            return lambda_answer(
+                StatusCode::NOT_FOUND,
+                None,
+                json!({ "Type": "User", "Message": format!("Function not found: {function}") }),
+            );
+        };
+        match pool.invoke(&next_request_id(), event).await {
+            Outcome::Response(payload) => {
+                let mut resp = Response::new(payload);
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                resp
+            }
+            Outcome::Error(detail) => {
+                let detail = serde_json::from_slice(&detail).unwrap_or_else(
+                    |_| json!({ "errorMessage": String::from_utf8_lossy(&detail) }),
+                );
+                lambda_answer(StatusCode::OK, Some("Unhandled"), detail)
+            }
+            Outcome::Died(why) => lambda_answer(
+                StatusCode::OK,
+                Some("Unhandled"),
+                json!({ "errorType": "Runtime.ExitError", "errorMessage": why }),
+            ),
+            Outcome::TimedOut => lambda_answer(
+                StatusCode::OK,
+                Some("Unhandled"),
+                json!({ "errorMessage": "Task timed out" }),
+            ),
+        }
+    }
+}
+
+/// The function a Lambda `Invoke` request names:
+/// `POST /2015-03-31/functions/{name}/invocations`.
+fn invoke_target<'a>(method: &hyper::Method, path: &'a str) -> Option<&'a str> {
+    if method != hyper::Method::POST {
+        return None;
+    }
+    path.strip_prefix("/2015-03-31/functions/")?
+        .strip_suffix("/invocations")
+        .filter(|name| !name.is_empty() && !name.contains('/'))
+}
+
+fn lambda_answer(
+    status: StatusCode,
+    function_error: Option<&'static str>,
+    body: Value,
+) -> Response<Bytes> {
+    let mut resp = Response::new(Bytes::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(kind) = function_error {
+        resp.headers_mut()
+            .insert("x-amz-function-error", HeaderValue::from_static(kind));
+    }
+    resp
+}
+
+/// A request's body, up to the gateway's limit.
+async fn collect(body: hyper::body::Incoming) -> Result<Bytes, Response<Bytes>> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(event::gateway_answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request Entity Too Large",
+            ))
+        }
+        Err(_) => Err(event::gateway_answer(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+        )),
+    }
+}
+
+fn next_request_id() -> String {
+    format!(
+        "{:08x}-local-{:012x}",
+        std::process::id(),
+        REQUEST.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[tokio::main]

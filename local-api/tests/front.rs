@@ -10,6 +10,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,6 +18,8 @@ use serde_json::Value;
 struct Front {
     child: Child,
     base: String,
+    /// Every line the front and its functions have written to stdout.
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Front {
@@ -112,14 +115,21 @@ fn start_with(env: &[(&str, String)], pass: &[&str], args: &[&str]) -> Front {
         .read_line(&mut first)
         .expect("read the front's address");
     // The functions log to the same stdout: keep reading it, so that they
-    // never write into a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    // never write into a closed pipe, and keep it for the tests that read it.
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            kept.lock().unwrap().push(line);
+        }
+    });
     let base = first
         .trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_owned();
-    Front { child, base }
+    Front { child, base, lines }
 }
 
 fn agent() -> ureq::Agent {
@@ -294,4 +304,177 @@ fn a_function_that_dies_mid_request_answers_502_and_the_next_request_gets_a_fres
     assert_eq!(after.len(), 1, "{after:?}");
     assert_ne!(after, before, "a fresh process, not the killed one");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The CloudWatch Embedded Metric Format documents written so far.
+fn metric_documents(front: &Front) -> Vec<Value> {
+    front
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|doc| doc.get("_aws").is_some())
+        .collect()
+}
+
+/// The first document that carries `metric`, waiting for the reader thread.
+fn document_with(front: &Front, metric: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(doc) = metric_documents(front)
+            .into_iter()
+            .find(|d| d.get(metric).is_some())
+        {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics document with {metric}; stdout: {:#?}",
+            front.lines.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The metric names a document declares, with their units; and checks the
+/// namespace, the one `Service` dimension and the request id on the way.
+fn declared(doc: &Value, service: &str) -> Vec<(String, String)> {
+    let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "OrganizationService", "{doc}");
+    assert_eq!(
+        directive["Dimensions"],
+        serde_json::json!([["Service"]]),
+        "{doc}"
+    );
+    assert_eq!(doc["Service"], service, "{doc}");
+    assert!(
+        doc["requestId"].as_str().is_some_and(|id| !id.is_empty()),
+        "{doc}"
+    );
+    directive["Metrics"]
+        .as_array()
+        .expect("a Metrics list")
+        .iter()
+        .map(|m| {
+            (
+                m["Name"].as_str().unwrap_or_default().to_owned(),
+                m["Unit"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_create_a_failed_login_and_an_outbox_flush_write_their_metrics_in_embedded_metric_format() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL must name the local AWS endpoint; `make test` starts moto");
+    let service = unique("metrics");
+    let front = start(
+        &[
+            ("EVENT_BUS_NAME", "default".to_owned()),
+            ("LOCAL_AWS_ENDPOINT_URL", endpoint),
+            ("SERVICE_NAME", service.clone()),
+            ("PASSWORD_MIN_SCORE", "0".to_owned()),
+            // The login signs nothing here, but reads the key at start.
+            ("JWT_SECRET", format!("{}-{}", unique("key"), "k".repeat(32))),
+        ],
+        &[
+            "EVENT_BUS_NAME",
+            "LOCAL_AWS_ENDPOINT_URL",
+            "SERVICE_NAME",
+            "PASSWORD_MIN_SCORE",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+        ],
+    );
+    let name = unique("m").replace('_', "-");
+    let email = format!("{name}@example.com");
+
+    let (status, body) = send(
+        &front.base,
+        "POST",
+        "/org/create",
+        serde_json::json!({
+            "organization_name": name, "email": email, "password": "correct horse battery"
+        })
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let created = document_with(&front, "OrganizationsCreated");
+    let names = declared(&created, &service);
+    for metric in ["OrganizationsCreated", "OutboxPublished", "ColdStart"] {
+        assert!(
+            names.contains(&(metric.to_owned(), "Count".to_owned())),
+            "{metric} in {created}"
+        );
+        assert_eq!(created[metric], 1, "{metric} in {created}");
+    }
+
+    let (status, body) = send(
+        &front.base,
+        "POST",
+        "/admin/login",
+        serde_json::json!({ "email": email, "password": "not the password" })
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 401, "{body}");
+    let failed = document_with(&front, "LoginFailed");
+    let names = declared(&failed, &service);
+    assert!(names.contains(&("LoginFailed".to_owned(), "Count".to_owned())));
+    assert_eq!(failed["LoginFailed"], 1, "{failed}");
+    assert!(failed.get("LoginSucceeded").is_none(), "{failed}");
+
+    // The schedule's event, through Lambda's Invoke, as the rule sends it.
+    let event = std::fs::read(workspace_root().join("events/provision-schedule.json")).unwrap();
+    let (status, body) = send(
+        &front.base,
+        "POST",
+        "/2015-03-31/functions/create/invocations",
+        &event,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "flushed", "{body}");
+    let flushed = document_with(&front, "OutboxPending");
+    let names = declared(&flushed, &service);
+    assert!(names.contains(&("OutboxPending".to_owned(), "Count".to_owned())));
+    assert!(names.contains(&("OutboxOldestPendingAge".to_owned(), "Seconds".to_owned())));
+    // The create's event went out with its request: nothing is left.
+    assert_eq!(
+        flushed["OutboxPending"],
+        serde_json::json!([0.0]),
+        "{flushed}"
+    );
+    assert_eq!(
+        flushed["OutboxOldestPendingAge"],
+        serde_json::json!([0.0]),
+        "{flushed}"
+    );
+    // A warm environment's invocation is no cold start.
+    assert!(flushed.get("ColdStart").is_none(), "{flushed}");
+}
+
+#[test]
+fn lambda_s_invoke_answers_a_function_error_as_lambda_does() {
+    let front = start(&[], &[]);
+
+    let (status, body) = send(
+        &front.base,
+        "POST",
+        "/2015-03-31/functions/create/invocations",
+        b"{\"neither\": \"http nor sqs nor a schedule\"}",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body["errorMessage"].is_string(), "{body}");
+
+    let (status, _) = send(
+        &front.base,
+        "POST",
+        "/2015-03-31/functions/no-such-function/invocations",
+        b"{}",
+    );
+    assert_eq!(status, 404);
 }
