@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import charts
+
 # One package per function under functions/ (tests/template.rs holds that set
 # equal to the code's table of functions and to template.yaml).
 FUNCTIONS = sorted(
@@ -142,6 +144,7 @@ def main():
     default_cost = int(meta.get("bcrypt_cost", 12))
 
     sections = []  # (title, header, rows, notes) shown both on stdout and in markdown
+    chart_of = {}  # section title -> the key of the chart (bench/charts.py) BENCHMARKS.md shows in it
     timelines = []  # one cold start per function, round trip by round trip
     budgets = []  # (ok, line)
     findings = []
@@ -284,6 +287,7 @@ def main():
             "events; bcrypt = one verify at the default cost, timed by the harness just before each run; unexplained = total − "
             "all network time − bcrypt − baseline total, i.e. CPU and waiting the service adds on its own.",
         ))
+        chart_of[sections[-1][0]] = "cold"
 
     if cert_ms:
         base = cert_ms.get("hello", (0, 0, 0))
@@ -491,6 +495,7 @@ def main():
             "`aggregate([{$match:{}},{$out:new}])` then `drop` on the same data. `$out` does not carry the "
             "tenant's unique index, so it is a lower bound of that approach.",
         ))
+        chart_of[sections[-1][0]] = "rename"
 
     # ------------------------------------------------------------------ warm
     wrk_rows = []
@@ -512,6 +517,7 @@ def main():
             "environment. On Lambda, concurrency comes from more environments. Login verifies a hash of the "
             f"default cost ({default_cost}); every create hashes one at that cost.",
         ))
+        chart_of[sections[-1][0]] = "warm"
 
     # ---------------------------------------------------------------- bcrypt
     if bcrypt:
@@ -543,6 +549,21 @@ def main():
         out.append("\n== What costs what (budgets that fail)")
         out.extend(findings)
     print("\n".join(out))
+
+    # The charts go into docs/ beside BENCHMARKS.md, which links them relative to itself.
+    md_dir = os.path.dirname(os.path.abspath(target_md))
+    docs_dir = os.path.join(md_dir, "docs")
+    drawn = charts.write_all(harness, wrk, meta, docs_dir, ["hello"] + FUNCTIONS, RENAME_DATA_BOUND)
+    for key, chart in drawn.items():
+        print(f"chart {key}: " + (f"docs/{chart.file}" if chart.drawn else f"not drawn, {chart.caption}"),
+              file=sys.stderr)
+
+    def chart_md(key):
+        chart = drawn[key]
+        if not chart.drawn:
+            return [f"*Chart not drawn: {chart.caption}.*", ""]
+        link = os.path.relpath(os.path.join(docs_dir, chart.file), md_dir)
+        return [f"![{chart.alt}]({link})", "", f"*{chart.caption}*", ""]
 
     md = [
         "# Benchmarks",
@@ -581,7 +602,8 @@ def main():
     if findings:
         md += ["", "### What costs what, where a budget fails", ""] + findings
     for title, header, rows, note in sections:
-        md += ["", f"## {title}", "", md_table(header, rows), "", note]
+        md += ["", f"## {title}", ""] + (chart_md(chart_of[title]) if title in chart_of else [])
+        md += [md_table(header, rows), "", note]
     if timelines:
         md += ["", "## Cold start round trips, one run per function",
                "", "Times in ms from exec; `(mongo#N)` is a connection to MongoDB, `(aws#N)` to moto "

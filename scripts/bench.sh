@@ -3,7 +3,8 @@
 # release build, binary and zip sizes, bcrypt cost, cold start / memory /
 # rename scaling under the harness's Lambda Runtime API (bench/harness), and
 # warm latency with wrk against the local API. Prints one table with the
-# ratios and budget checks and writes BENCHMARKS.md (bench/report.py).
+# ratios and budget checks and writes BENCHMARKS.md (bench/report.py) with
+# its charts in docs/ (bench/charts.py, matplotlib from .venv).
 #
 # Uses MONGODB_URI when given (and then adds the 1,000,000-document rename),
 # else starts SecantusDB; starts moto for Secrets Manager and EventBridge.
@@ -125,5 +126,5 @@ cat >"$OUT/meta.json" <<JSON
  "mongo": "$MONGO_DESC", "mongo_note": "$MONGO_NOTE",
  "moto": "$("$VENV/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null)"}
 JSON
-python3 bench/report.py "$OUT" BENCHMARKS.md
-log "results written to BENCHMARKS.md (raw figures in .local/bench/)"
+"$VENV/bin/python" bench/report.py "$OUT" BENCHMARKS.md
+log "results written to BENCHMARKS.md, charts to docs/bench-*.svg (raw figures in .local/bench/)"

@@ -9,6 +9,9 @@ ensure_venv
 trap 'stop_started' EXIT
 trap 'exit 130' INT TERM
 
+log "bench charts: bench/charts.py --selftest (a few seconds)"
+"$VENV/bin/python" bench/charts.py --selftest
+
 log "format and lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --features shared/failpoints --quiet -- -D warnings
