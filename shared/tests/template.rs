@@ -318,10 +318,14 @@ fn deployed_value(t: &Value, value: &Value, overrides: &BTreeMap<&str, String>) 
         return s.clone();
     }
     let target = ref_target(value).unwrap_or_else(|| {
-        panic!("environment values are !Ref a parameter or a secret: {value:?}")
+        panic!("environment values are !Ref a parameter, a secret or the stack's name: {value:?}")
     });
     if let Some(v) = overrides.get(target) {
         return v.clone();
+    }
+    // The pseudo parameter: samconfig.toml's stack name.
+    if target == "AWS::StackName" {
+        return "org-service".to_owned();
     }
     let parameter = at(t, &["Parameters", target]);
     if !parameter.is_null() {
