@@ -377,7 +377,10 @@ fn a_create_a_failed_login_and_an_outbox_flush_write_their_metrics_in_embedded_m
             ("SERVICE_NAME", service.clone()),
             ("PASSWORD_MIN_SCORE", "0".to_owned()),
             // The login signs nothing here, but reads the key at start.
-            ("JWT_SECRET", format!("{}-{}", unique("key"), "k".repeat(32))),
+            (
+                "JWT_SECRET",
+                format!("{}-{}", unique("key"), "k".repeat(32)),
+            ),
         ],
         &[
             "EVENT_BUS_NAME",
