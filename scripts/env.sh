@@ -14,6 +14,8 @@ mkdir -p "$STATE"
 PY_TOOLS=(aws-sam-cli==1.170.0 cargo-lambda==1.9.2 ziglang==0.17.1 "moto[server]==5.2.5" schemathesis==4.32.5
   matplotlib==3.11.2)
 SECANTUS_VERSION=0.5.3-beta.196
+# cargo-deny checks licenses, bans and sources against deny.toml.
+CARGO_DENY_VERSION=0.20.2
 
 # The functions, one package each under functions/ (tests/template.rs holds
 # that set equal to shared::functions::Function::ALL and to template.yaml).
@@ -65,6 +67,16 @@ ensure_secantus() {
     else sudo apt-get update -qq && sudo apt-get install -y -qq cmake >/dev/null; fi
   fi
   cargo install --locked --ignore-rust-version secantus-mdb --version "$SECANTUS_VERSION"
+  export PATH="$HOME/.cargo/bin:$PATH"
+}
+
+# Installs cargo-deny at the pinned version when it is missing or another
+# version is on PATH (a few minutes, once per machine).
+ensure_cargo_deny() {
+  if [ -x "$HOME/.cargo/bin/cargo-deny" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
+  if [ "$(cargo-deny --version 2>/dev/null)" = "cargo-deny $CARGO_DENY_VERSION" ]; then return; fi
+  log "installing cargo-deny $CARGO_DENY_VERSION (a few minutes, once per machine)"
+  cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION"
   export PATH="$HOME/.cargo/bin:$PATH"
 }
 

@@ -16,6 +16,12 @@ log "format and lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --features shared/failpoints --quiet -- -D warnings
 
+log "dependencies: cargo deny check licenses bans sources (deny.toml; advisories need the network, see README)"
+ensure_cargo_deny
+# Not --offline: cargo metadata may still need to download the manifests of
+# crates only other platforms use (from crates.io, which is reachable).
+cargo deny --locked check licenses bans sources
+
 log "template: sam validate --lint and cfn-lint"
 AWS_DEFAULT_REGION=us-east-1 sam validate --lint --template template.yaml
 cfn-lint template.yaml

@@ -412,7 +412,8 @@ impl Tokens {
         jsonwebtoken::encode(
             &header,
             &claims,
-            &EncodingKey::from_secret(keys.current.secret.expose().as_bytes()),
+            &EncodingKey::from_secret(keys.current.secret.expose().as_bytes())
+                .map_err(ApiError::internal)?,
         )
         .map_err(ApiError::internal)
     }
@@ -438,7 +439,7 @@ impl Tokens {
             .collect::<HashSet<_>>();
         let data = jsonwebtoken::decode::<Claims>(
             token,
-            &DecodingKey::from_secret(key.secret.expose().as_bytes()),
+            &DecodingKey::from_secret(key.secret.expose().as_bytes()).map_err(|_| BAD_TOKEN)?,
             &validation,
         )
         .map_err(|_| BAD_TOKEN)?;

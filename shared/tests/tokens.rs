@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use base64::engine::{general_purpose::URL_SAFE_NO_PAD, Engine};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
 use shared::auth::{KeyProvider, Tokens};
 use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
