@@ -2273,3 +2273,156 @@ fn the_listing_is_signed_by_iam_and_its_function_may_only_read_the_database_secr
         "ListFunction gets its role from SAM, with these Policies alone"
     );
 }
+
+const LOG_GROUP: &str = "AWS::Logs::LogGroup";
+const LOG_RETENTION_PARAMETER: &str = "LogRetentionDays";
+/// The values CloudWatch Logs accepts for `RetentionInDays`.
+const CLOUDWATCH_RETENTION_DAYS: [u64; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+/// Lambda's application log levels, which `LoggingConfig.ApplicationLogLevel`
+/// takes and Lambda passes on as `AWS_LAMBDA_LOG_LEVEL`.
+const LAMBDA_LOG_LEVELS: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+
+/// A numeric parameter's `Default`.
+fn number_default(t: &Value, parameter: &str) -> u64 {
+    at(t, &["Parameters", parameter, "Default"])
+        .as_u64()
+        .unwrap_or_else(|| panic!("parameter {parameter} has a numeric Default"))
+}
+
+/// Whether `value` names resource `id` (`!Ref`, `!GetAtt`, or `${id}` in a
+/// `!Sub`) anywhere inside it.
+fn refers_to(value: &Value, id: &str) -> bool {
+    if let Some(target) = ref_target(value) {
+        if target == id {
+            return true;
+        }
+    }
+    if let Some(att) = get_att(value) {
+        if att.split('.').next() == Some(id) {
+            return true;
+        }
+    }
+    match value {
+        Value::String(s) => s.contains(&format!("${{{id}}}")) || s.contains(&format!("${{{id}.")),
+        Value::Sequence(s) => s.iter().any(|v| refers_to(v, id)),
+        Value::Mapping(m) => m.values().any(|v| refers_to(v, id)),
+        Value::Tagged(t) => refers_to(&t.value, id),
+        _ => false,
+    }
+}
+
+#[test]
+fn each_function_logs_to_its_own_group_kept_log_retention_days() {
+    let t = template();
+    assert_eq!(
+        at(&t, &["Globals", "Function", "LoggingConfig", "LogFormat"]).as_str(),
+        Some("JSON")
+    );
+
+    let mut groups = BTreeSet::new();
+    for f in Function::ALL {
+        let id = logical_id(f);
+        let group = ref_target(at(
+            function_resource(&t, f),
+            &["Properties", "LoggingConfig", "LogGroup"],
+        ))
+        .unwrap_or_else(|| panic!("{id}: LoggingConfig.LogGroup is !Ref a log group"))
+        .to_owned();
+        let resource = at(&t, &["Resources", &group]);
+        assert_eq!(
+            at(resource, &["Type"]).as_str(),
+            Some(LOG_GROUP),
+            "{id}: {group}"
+        );
+        assert_eq!(
+            ref_target(at(resource, &["Properties", "RetentionInDays"])),
+            Some(LOG_RETENTION_PARAMETER),
+            "{group}: RetentionInDays"
+        );
+        // The function refers to its group: the group must not refer back.
+        assert!(
+            !refers_to(resource, &id),
+            "{group} names {id}, which names {group}: a circular reference"
+        );
+        assert!(groups.insert(group.clone()), "{group} serves two functions");
+    }
+}
+
+#[test]
+fn the_access_log_is_kept_log_retention_days_and_the_retention_is_one_cloudwatch_accepts() {
+    let t = template();
+    let destination = get_att(at(
+        &t,
+        &[
+            "Resources",
+            HTTP_API,
+            "Properties",
+            "AccessLogSettings",
+            "DestinationArn",
+        ],
+    ))
+    .expect("the access log's DestinationArn is !GetAtt a log group's Arn");
+    let group = destination.strip_suffix(".Arn").expect("a log group's Arn");
+    assert_eq!(
+        at(&t, &["Resources", group, "Type"]).as_str(),
+        Some(LOG_GROUP)
+    );
+    assert_eq!(
+        ref_target(at(
+            &t,
+            &["Resources", group, "Properties", "RetentionInDays"]
+        )),
+        Some(LOG_RETENTION_PARAMETER)
+    );
+
+    let parameter = at(&t, &["Parameters", LOG_RETENTION_PARAMETER]);
+    assert_eq!(at(parameter, &["Type"]).as_str(), Some("Number"));
+    let allowed: Vec<u64> = one_or_many(at(parameter, &["AllowedValues"]))
+        .iter()
+        .map(|v| v.as_u64().expect("a number of days"))
+        .collect();
+    assert_eq!(allowed, CLOUDWATCH_RETENTION_DAYS);
+    assert_eq!(number_default(&t, LOG_RETENTION_PARAMETER), 30);
+}
+
+#[test]
+fn the_log_level_is_lambdas_application_log_level_and_rust_log_is_left_to_local_runs() {
+    let t = template();
+    let level = ref_target(at(
+        &t,
+        &[
+            "Globals",
+            "Function",
+            "LoggingConfig",
+            "ApplicationLogLevel",
+        ],
+    ))
+    .expect("ApplicationLogLevel is !Ref a parameter");
+    let parameter = at(&t, &["Parameters", level]);
+    let allowed: Vec<String> = one_or_many(at(parameter, &["AllowedValues"]))
+        .iter()
+        .map(|v| string(v, "a level").to_owned())
+        .collect();
+    assert_eq!(allowed, LAMBDA_LOG_LEVELS);
+    assert_eq!(at(parameter, &["Default"]).as_str(), Some("INFO"));
+
+    for f in Function::ALL {
+        assert!(
+            !environment(&t, f).contains_key("RUST_LOG"),
+            "{}: Lambda sets AWS_LAMBDA_LOG_LEVEL from {level}; RUST_LOG is for local runs",
+            f.name()
+        );
+        assert!(
+            at(
+                function_resource(&t, f),
+                &["Properties", "LoggingConfig", "ApplicationLogLevel"]
+            )
+            .is_null(),
+            "{}: the level is the stack's, from Globals",
+            f.name()
+        );
+    }
+}
