@@ -2426,3 +2426,115 @@ fn the_log_level_is_lambdas_application_log_level_and_rust_log_is_left_to_local_
         );
     }
 }
+
+/// Connections one execution environment holds to the primary: the pool
+/// `Store::connect` builds (`maxPoolSize` 1 unless the URI says otherwise)
+/// and the driver's one monitoring connection to each server, which polls
+/// rather than streams inside Lambda (a streaming monitor would add a
+/// second, for round-trip times).
+const POOL_SIZE: u64 = 1;
+const MONITORING_CONNECTIONS: u64 = 1;
+/// Connections per node of MongoDB Atlas's smallest paid tier, M10, less
+/// the 10 Atlas keeps for itself (the README's connection budget says where
+/// the figures come from).
+const ATLAS_M10_CONNECTIONS: u64 = 1_500 - 10;
+
+/// The template parameter for a function's reserved concurrency:
+/// `LoginFunction` → `LoginReservedConcurrency`.
+fn concurrency_parameter(f: Function) -> String {
+    let id = logical_id(f);
+    format!(
+        "{}ReservedConcurrency",
+        id.strip_suffix("Function")
+            .expect("a function's logical id")
+    )
+}
+
+#[test]
+fn each_function_reserves_its_concurrency_from_its_own_parameter() {
+    let t = template();
+
+    for f in Function::ALL {
+        let id = logical_id(f);
+        let parameter = concurrency_parameter(f);
+        assert_eq!(
+            ref_target(at(
+                function_resource(&t, f),
+                &["Properties", "ReservedConcurrentExecutions"]
+            )),
+            Some(parameter.as_str()),
+            "{id}: ReservedConcurrentExecutions"
+        );
+        let p = at(&t, &["Parameters", &parameter]);
+        assert_eq!(at(p, &["Type"]).as_str(), Some("Number"), "{parameter}");
+        assert_eq!(at(p, &["MinValue"]).as_u64(), Some(1), "{parameter}");
+        assert!(number_default(&t, &parameter) >= 1, "{parameter}");
+    }
+    // The queue's batches must leave the create route executions of its own.
+    let (_, mapping) = queue_mapping(&t);
+    let batches = at(mapping, &["ScalingConfig", "MaximumConcurrency"])
+        .as_u64()
+        .expect("MaximumConcurrency");
+    let create = number_default(&t, &concurrency_parameter(Function::Create));
+    assert!(
+        create > batches,
+        "CreateFunction's {create} executions, of which the queue takes up to {batches}"
+    );
+}
+
+#[test]
+fn the_default_concurrency_keeps_mongodb_connections_well_under_the_smallest_paid_atlas_tier() {
+    let t = template();
+    let environments: u64 = Function::ALL
+        .into_iter()
+        .map(|f| number_default(&t, &concurrency_parameter(f)))
+        .sum();
+    let connections = environments * (POOL_SIZE + MONITORING_CONNECTIONS);
+
+    // Twice over: after a deploy, the previous version's execution
+    // environments keep their connections until Lambda retires them.
+    assert!(
+        2 * connections < ATLAS_M10_CONNECTIONS,
+        "{environments} environments x {} connections = {connections}; twice that must stay \
+         under M10's {ATLAS_M10_CONNECTIONS}",
+        POOL_SIZE + MONITORING_CONNECTIONS
+    );
+}
+
+#[test]
+fn the_readme_connection_budget_lists_each_functions_default_and_their_sum() {
+    let t = template();
+    let path = workspace_root().join("README.md");
+    let readme = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Connection budget"))
+        .expect("README.md has a \"Connection budget\" section");
+    let rows: BTreeMap<String, Vec<String>> = section
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().trim_matches('`').to_owned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|cells| cells.len() >= 3)
+        .map(|cells| (cells[0].clone(), cells))
+        .collect();
+
+    let mut sum = 0;
+    for f in Function::ALL {
+        let id = logical_id(f);
+        let parameter = concurrency_parameter(f);
+        let default = number_default(&t, &parameter);
+        let row = rows
+            .get(&id)
+            .unwrap_or_else(|| panic!("the budget's table has no row for {id}"));
+        assert_eq!(row[1], parameter, "{id}");
+        assert_eq!(row[2], default.to_string(), "{id}: {parameter}'s default");
+        sum += default;
+    }
+    let total = rows.get("total").expect("the table's total row");
+    assert_eq!(total[2], sum.to_string(), "the total");
+}
