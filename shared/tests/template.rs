@@ -2538,3 +2538,39 @@ fn the_readme_connection_budget_lists_each_functions_default_and_their_sum() {
     let total = rows.get("total").expect("the table's total row");
     assert_eq!(total[2], sum.to_string(), "the total");
 }
+
+#[test]
+fn the_access_log_joins_a_function_log_by_both_request_ids_and_logs_no_header() {
+    let t = template();
+    let format = string(
+        at(
+            &t,
+            &[
+                "Resources",
+                HTTP_API,
+                "Properties",
+                "AccessLogSettings",
+                "Format",
+            ],
+        ),
+        "the access log Format",
+    );
+    let fields: BTreeMap<String, String> = serde_json::from_str(format)
+        .unwrap_or_else(|e| panic!("the access log Format is a JSON object of strings: {e}"));
+
+    let values: BTreeSet<&str> = fields.values().map(String::as_str).collect();
+    for variable in [
+        "$context.requestId",
+        "$context.integration.requestId",
+        "$context.integration.status",
+    ] {
+        assert!(values.contains(variable), "the access log has {variable}");
+    }
+    for (field, value) in &fields {
+        let lowered = value.to_ascii_lowercase();
+        assert!(
+            !lowered.contains("header") && !lowered.contains("authorization"),
+            "{field}: {value} would log a header"
+        );
+    }
+}
