@@ -1055,7 +1055,7 @@ fn the_signing_key_is_generated_never_typed_in() {
 }
 
 #[test]
-fn the_outputs_name_the_api_both_secrets_the_bus_and_the_provisioning_queues() {
+fn the_outputs_name_the_api_the_secrets_the_bus_the_queues_the_alarm_topic_and_the_dashboard() {
     let t = template();
     let outputs: BTreeSet<&str> = mapping(at(&t, &["Outputs"]), "Outputs")
         .keys()
@@ -1070,6 +1070,8 @@ fn the_outputs_name_the_api_both_secrets_the_bus_and_the_provisioning_queues() {
         "EventBusArn",
         "ProvisioningQueueUrl",
         "ProvisioningDeadLetterQueueUrl",
+        "AlarmTopicArn",
+        "OperationsDashboardUrl",
     ] {
         assert!(outputs.contains(name), "missing output {name}");
     }
@@ -2571,6 +2573,552 @@ fn the_access_log_joins_a_function_log_by_both_request_ids_and_logs_no_header() 
         assert!(
             !lowered.contains("header") && !lowered.contains("authorization"),
             "{field}: {value} would log a header"
+        );
+    }
+}
+
+const ALARM: &str = "AWS::CloudWatch::Alarm";
+/// The topic the stack creates when `ALARM_TOPIC_PARAMETER` is empty.
+const ALARM_TOPIC: &str = "AlarmTopic";
+const ALARM_TOPIC_PARAMETER: &str = "AlarmTopicArn";
+/// Where the functions' custom metrics go (CloudWatch Embedded Metric
+/// Format), each with the one dimension `Service` = the stack's name.
+const METRICS_NAMESPACE: &str = "OrganizationService";
+const SERVICE_DIMENSION: &str = "Service";
+/// The custom metrics the functions emit: what the dashboard shows and the
+/// outbox alarm reads.
+const CUSTOM_METRICS: [&str; 13] = [
+    "OrganizationsCreated",
+    "OrganizationsRenamed",
+    "OrganizationsDeleted",
+    "LoginSucceeded",
+    "LoginFailed",
+    "LoginThrottled",
+    "ProvisioningSucceeded",
+    "ProvisioningRejected",
+    "ProvisioningFailed",
+    "OutboxPublished",
+    "OutboxPending",
+    "OutboxOldestPendingAge",
+    "ColdStart",
+];
+const OUTBOX_AGE_METRIC: &str = "OutboxOldestPendingAge";
+const OUTBOX_AGE_PARAMETER: &str = "OutboxAgeAlarmSeconds";
+
+/// The `Properties` of alarm `id`, which must be an alarm.
+fn alarm<'a>(t: &'a Value, id: &str) -> &'a Value {
+    let r = at(t, &["Resources", id]);
+    assert_eq!(
+        at(r, &["Type"]).as_str(),
+        Some(ALARM),
+        "{id} must be an {ALARM}"
+    );
+    at(r, &["Properties"])
+}
+
+/// A metric's `Dimensions` as name → value.
+fn dimensions(value: &Value) -> BTreeMap<String, Value> {
+    one_or_many(value)
+        .iter()
+        .map(|d| {
+            (
+                string(at(d, &["Name"]), "a dimension's Name").to_owned(),
+                at(d, &["Value"]).clone(),
+            )
+        })
+        .collect()
+}
+
+/// The `!Ref` target of each dimension, by name.
+fn dimension_refs(value: &Value) -> BTreeMap<String, String> {
+    dimensions(value)
+        .into_iter()
+        .map(|(name, v)| {
+            let target = ref_target(&v)
+                .unwrap_or_else(|| panic!("dimension {name} is not a !Ref: {v:?}"))
+                .to_owned();
+            (name, target)
+        })
+        .collect()
+}
+
+/// Asserts that the alarm fires when its statistic goes above `threshold`.
+fn assert_fires_above(props: &Value, threshold: f64, what: &str) {
+    assert_eq!(
+        at(props, &["ComparisonOperator"]).as_str(),
+        Some("GreaterThanThreshold"),
+        "{what}"
+    );
+    assert_eq!(
+        at(props, &["Threshold"]).as_f64(),
+        Some(threshold),
+        "{what}: Threshold"
+    );
+}
+
+/// The metric (namespace, name) an alarm on one metric watches.
+fn watched_metric<'a>(props: &'a Value, what: &str) -> (&'a str, &'a str) {
+    (
+        string(at(props, &["Namespace"]), &format!("{what} Namespace")),
+        string(at(props, &["MetricName"]), &format!("{what} MetricName")),
+    )
+}
+
+/// The seconds between two runs of `rate(N unit)`.
+fn rate_seconds(rate: &str) -> u64 {
+    let inner = rate
+        .strip_prefix("rate(")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{rate} is not rate(...)"));
+    let (n, unit) = inner.split_once(' ').expect("rate(N unit)");
+    let n: u64 = n.parse().expect("a whole number");
+    let unit = match unit.trim_end_matches('s') {
+        "minute" => 60,
+        "hour" => 3_600,
+        "day" => 86_400,
+        other => panic!("unit {other}"),
+    };
+    n * unit
+}
+
+#[test]
+fn the_dead_letter_queue_alarm_fires_on_any_visible_message() {
+    let t = template();
+    let props = alarm(&t, "ProvisioningDeadLetterAlarm");
+
+    assert_eq!(
+        watched_metric(props, "ProvisioningDeadLetterAlarm"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    );
+    let dims = dimensions(at(props, &["Dimensions"]));
+    assert_eq!(dims.len(), 1, "{dims:?}");
+    assert_eq!(
+        get_att(&dims["QueueName"]),
+        Some(format!("{DEAD_LETTER_QUEUE}.QueueName")),
+        "QueueName is the dead-letter queue's"
+    );
+    assert_fires_above(props, 0.0, "ProvisioningDeadLetterAlarm");
+}
+
+#[test]
+fn every_function_has_an_errors_and_a_throttles_alarm_on_its_own_name() {
+    let t = template();
+
+    for f in Function::ALL {
+        let id = logical_id(f);
+        for metric in ["Errors", "Throttles"] {
+            let what = format!("{id}{metric}Alarm");
+            let props = alarm(&t, &what);
+            assert_eq!(watched_metric(props, &what), ("AWS/Lambda", metric));
+            assert_eq!(
+                dimension_refs(at(props, &["Dimensions"])),
+                BTreeMap::from([("FunctionName".to_owned(), id.clone())]),
+                "{what}: FunctionName is !Ref {id}"
+            );
+            assert_eq!(at(props, &["Statistic"]).as_str(), Some("Sum"), "{what}");
+            let period = at(props, &["Period"]).as_u64().unwrap_or_default();
+            assert!(
+                (60..=900).contains(&period),
+                "{what}: a period of 1 to 15 minutes, not {period} s"
+            );
+            assert_fires_above(props, 0.0, &what);
+        }
+    }
+}
+
+#[test]
+fn no_alarm_names_a_function_that_does_not_exist() {
+    let t = template();
+    let functions: BTreeSet<&str> = resources_of_type(&t, SERVERLESS_FUNCTION)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+
+    for (id, r) in resources_of_type(&t, ALARM) {
+        let props = at(r, &["Properties"]);
+        let mut named = Vec::new();
+        named.extend(dimensions(at(props, &["Dimensions"])).remove("FunctionName"));
+        for m in one_or_many(at(props, &["Metrics"])) {
+            named.extend(
+                dimensions(at(&m, &["MetricStat", "Metric", "Dimensions"])).remove("FunctionName"),
+            );
+        }
+        for v in named {
+            let target = ref_target(&v).unwrap_or_else(|| panic!("{id}: FunctionName {v:?}"));
+            assert!(
+                functions.contains(target),
+                "{id} watches {target}, which is no function of this template"
+            );
+        }
+        for suffix in ["ErrorsAlarm", "ThrottlesAlarm"] {
+            if let Some(function) = id.strip_suffix(suffix) {
+                assert!(
+                    functions.contains(function),
+                    "{id} is named for {function}, which is no function of this template"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_http_api_alarm_counts_the_5xx_of_its_default_stage() {
+    let t = template();
+    let props = alarm(&t, "HttpApi5xxAlarm");
+
+    assert_eq!(
+        watched_metric(props, "HttpApi5xxAlarm"),
+        ("AWS/ApiGateway", "5xx")
+    );
+    let dims = dimensions(at(props, &["Dimensions"]));
+    assert_eq!(dims.len(), 2, "{dims:?}");
+    assert_eq!(ref_target(&dims["ApiId"]), Some(HTTP_API));
+    assert_eq!(dims["Stage"].as_str(), Some("$default"));
+    assert_eq!(at(props, &["Statistic"]).as_str(), Some("Sum"));
+    assert_eq!(
+        at(props, &["ComparisonOperator"]).as_str(),
+        Some("GreaterThanThreshold")
+    );
+    let threshold = match ref_target(at(props, &["Threshold"])) {
+        Some(parameter) => number_default(&t, parameter),
+        None => at(props, &["Threshold"])
+            .as_u64()
+            .expect("a whole-number Threshold"),
+    };
+    assert!(
+        (1..=100).contains(&threshold),
+        "a few 5xx in 5 minutes, not {threshold}"
+    );
+}
+
+#[test]
+fn the_authorizer_error_rate_alarm_divides_its_errors_by_its_invocations() {
+    let t = template();
+    let props = alarm(&t, "AuthorizerErrorRateAlarm");
+    let metrics = one_or_many(at(props, &["Metrics"]));
+
+    for (id, name) in [("errors", "Errors"), ("invocations", "Invocations")] {
+        let s = metrics
+            .iter()
+            .find(|m| at(m, &["Id"]).as_str() == Some(id))
+            .map(|m| at(m, &["MetricStat"]))
+            .unwrap_or_else(|| panic!("a metric with Id {id}: {metrics:?}"));
+        assert_eq!(watched_metric(at(s, &["Metric"]), id), ("AWS/Lambda", name));
+        assert_eq!(
+            dimension_refs(at(s, &["Metric", "Dimensions"])),
+            BTreeMap::from([("FunctionName".to_owned(), AUTHORIZER_FUNCTION.to_owned())]),
+            "{id}"
+        );
+        assert_eq!(at(s, &["Stat"]).as_str(), Some("Sum"), "{id}");
+    }
+    let returned: Vec<&Value> = metrics
+        .iter()
+        .filter(|m| at(m, &["ReturnData"]).as_bool() != Some(false))
+        .collect();
+    assert_eq!(
+        returned.len(),
+        1,
+        "one expression is the alarm's: {metrics:?}"
+    );
+    let expression = string(at(returned[0], &["Expression"]), "the rate's Expression");
+    assert!(
+        expression.contains("errors / invocations"),
+        "{expression}: Errors over Invocations"
+    );
+    assert!(
+        expression.contains("invocations > 0"),
+        "{expression}: a period without invocations is no failure"
+    );
+    assert!(
+        expression.contains("100 *"),
+        "{expression}: a percentage, as the threshold"
+    );
+    assert_fires_above(props, 5.0, "AuthorizerErrorRateAlarm");
+    assert_eq!(
+        at(props, &["TreatMissingData"]).as_str(),
+        Some("notBreaching")
+    );
+}
+
+#[test]
+fn the_outbox_alarm_reads_the_oldest_pending_age_under_the_service_dimension_alone() {
+    let t = template();
+    let props = alarm(&t, "OutboxBacklogAlarm");
+
+    assert_eq!(
+        watched_metric(props, "OutboxBacklogAlarm"),
+        (METRICS_NAMESPACE, OUTBOX_AGE_METRIC)
+    );
+    assert_eq!(
+        dimension_refs(at(props, &["Dimensions"])),
+        BTreeMap::from([(SERVICE_DIMENSION.to_owned(), "AWS::StackName".to_owned())]),
+        "exactly the dimension the functions emit"
+    );
+    assert_eq!(at(props, &["Statistic"]).as_str(), Some("Maximum"));
+    assert_eq!(
+        at(props, &["ComparisonOperator"]).as_str(),
+        Some("GreaterThanThreshold")
+    );
+    assert_eq!(
+        ref_target(at(props, &["Threshold"])),
+        Some(OUTBOX_AGE_PARAMETER)
+    );
+    // Every flush reports it, the scheduled one included: silence means
+    // nothing drains the outbox.
+    assert_eq!(at(props, &["TreatMissingData"]).as_str(), Some("breaching"));
+}
+
+#[test]
+fn the_outbox_alarm_waits_out_a_flush_interval_and_the_publishers_longest_back_off() {
+    let t = template();
+    let classic = events_of_type(&t, Function::Create, "Schedule");
+    assert_eq!(classic.len(), 1, "the outbox flush schedule");
+    let interval = rate_seconds(string(
+        at(classic[0].1, &["Schedule"]),
+        "the flush's Schedule",
+    ));
+    let longest_back_off = shared::events::backoff(i32::MAX).as_secs();
+
+    let parameter = at(&t, &["Parameters", OUTBOX_AGE_PARAMETER]);
+    let default = number_default(&t, OUTBOX_AGE_PARAMETER);
+    assert!(
+        default >= longest_back_off + interval,
+        "{OUTBOX_AGE_PARAMETER} {default} s: an entry at its {longest_back_off} s back-off \
+         waits up to one more flush ({interval} s) before it is retried"
+    );
+    let min = at(parameter, &["MinValue"])
+        .as_u64()
+        .expect("a numeric MinValue");
+    assert!(
+        min >= interval,
+        "{OUTBOX_AGE_PARAMETER} MinValue {min} s: below one flush interval ({interval} s), \
+         every failed publish would page"
+    );
+}
+
+#[test]
+fn every_alarm_notifies_the_given_topic_or_the_one_the_stack_creates() {
+    let t = template();
+    let alarms = resources_of_type(&t, ALARM);
+    assert!(
+        alarms.len() >= 2 * Function::ALL.len() + 4,
+        "{} alarms",
+        alarms.len()
+    );
+
+    let mut conditions = BTreeSet::new();
+    for (id, r) in &alarms {
+        for key in ["AlarmActions", "OKActions"] {
+            let actions = one_or_many(at(r, &["Properties", key]));
+            assert_eq!(actions.len(), 1, "{id}: {key} is one topic");
+            let Some((name, Value::Sequence(branches))) = intrinsic(&actions[0]) else {
+                panic!("{id}: {key} is an !If on whether the stack creates the topic");
+            };
+            assert_eq!(name, "If", "{id}: {key}");
+            conditions.insert(string(&branches[0], "a condition name").to_owned());
+            assert_eq!(ref_target(&branches[1]), Some(ALARM_TOPIC), "{id}: {key}");
+            assert_eq!(
+                ref_target(&branches[2]),
+                Some(ALARM_TOPIC_PARAMETER),
+                "{id}: {key}"
+            );
+        }
+    }
+    assert_eq!(conditions.len(), 1, "one condition: {conditions:?}");
+    let create = conditions.pop_first().unwrap();
+    let Some((equals, Value::Sequence(operands))) = intrinsic(at(&t, &["Conditions", &create]))
+    else {
+        panic!("{create} is !Equals");
+    };
+    assert_eq!(equals, "Equals");
+    assert_eq!(ref_target(&operands[0]), Some(ALARM_TOPIC_PARAMETER));
+    assert_eq!(operands[1].as_str(), Some(""));
+    assert_eq!(
+        at(&t, &["Parameters", ALARM_TOPIC_PARAMETER, "Default"]).as_str(),
+        Some(""),
+        "the stack creates its topic unless given one"
+    );
+    assert_eq!(
+        at(&t, &["Resources", ALARM_TOPIC, "Type"]).as_str(),
+        Some("AWS::SNS::Topic")
+    );
+    assert_eq!(
+        at(&t, &["Resources", ALARM_TOPIC, "Condition"]).as_str(),
+        Some(create.as_str()),
+        "{ALARM_TOPIC} exists exactly when the alarms notify it"
+    );
+}
+
+#[test]
+fn an_email_subscribes_to_the_created_topic_only_when_one_is_given() {
+    let t = template();
+    let subscriptions = resources_of_type(&t, "AWS::SNS::Subscription");
+    assert_eq!(subscriptions.len(), 1, "one subscription");
+    let (id, subscription) = subscriptions[0];
+    let props = at(subscription, &["Properties"]);
+    assert_eq!(ref_target(at(props, &["TopicArn"])), Some(ALARM_TOPIC));
+    assert_eq!(at(props, &["Protocol"]).as_str(), Some("email"));
+    let email = ref_target(at(props, &["Endpoint"])).expect("Endpoint: !Ref a parameter");
+    assert_eq!(
+        at(&t, &["Parameters", email, "Default"]).as_str(),
+        Some(""),
+        "no address unless one is given"
+    );
+
+    let condition = string(at(subscription, &["Condition"]), &format!("{id} Condition"));
+    let Some((and, Value::Sequence(parts))) = intrinsic(at(&t, &["Conditions", condition])) else {
+        panic!("{condition} is !And");
+    };
+    assert_eq!(and, "And");
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    // The topic's own condition: no subscription to a topic not created.
+    let topic_condition = at(&t, &["Resources", ALARM_TOPIC, "Condition"]);
+    assert_eq!(
+        intrinsic(&parts[0]).map(|(name, arg)| (name, arg.clone())),
+        Some(("Condition".to_owned(), topic_condition.clone()))
+    );
+    let Some((not, Value::Sequence(negated))) = intrinsic(&parts[1]) else {
+        panic!("{condition}: !Not [!Equals [!Ref {email}, \"\"]]");
+    };
+    assert_eq!(not, "Not");
+    let Some((equals, Value::Sequence(operands))) = intrinsic(&negated[0]) else {
+        panic!("{condition}: !Not [!Equals ...]");
+    };
+    assert_eq!(equals, "Equals");
+    assert_eq!(ref_target(&operands[0]), Some(email));
+    assert_eq!(operands[1].as_str(), Some(""));
+}
+
+#[test]
+fn every_alarm_treats_missing_data_as_no_failure_except_the_scheduled_outbox_report() {
+    let t = template();
+
+    for (id, r) in resources_of_type(&t, ALARM) {
+        // Errors, throttles, 5xx and the error rate are reported only when
+        // something is invoked; an empty dead-letter queue goes quiet. The
+        // outbox age is reported by every scheduled flush.
+        let expected = if id == "OutboxBacklogAlarm" {
+            "breaching"
+        } else {
+            "notBreaching"
+        };
+        assert_eq!(
+            at(r, &["Properties", "TreatMissingData"]).as_str(),
+            Some(expected),
+            "{id}: TreatMissingData"
+        );
+    }
+}
+
+#[test]
+fn the_dashboard_shows_every_alarm_each_routes_duration_and_every_custom_metric() {
+    let t = template();
+    let dashboards = resources_of_type(&t, "AWS::CloudWatch::Dashboard");
+    assert_eq!(dashboards.len(), 1, "one dashboard");
+    let (id, dashboard) = dashboards[0];
+    let Some((sub, Value::String(body))) =
+        intrinsic(at(dashboard, &["Properties", "DashboardBody"]))
+    else {
+        panic!("{id}: DashboardBody is !Sub of a JSON string");
+    };
+    assert_eq!(sub, "Sub");
+
+    // Each ${X} must be a parameter, a resource (or its attribute) or a
+    // pseudo parameter; as plain text in its place the body must be JSON.
+    let mut text = String::new();
+    let mut rest = body.as_str();
+    while let Some(start) = rest.find("${") {
+        let end = rest[start..].find('}').expect("a closed ${") + start;
+        let name = &rest[start + 2..end];
+        let logical = name.split('.').next().unwrap_or_default();
+        let is_parameter = !at(&t, &["Parameters", name]).is_null();
+        assert!(
+            is_parameter || name.starts_with("AWS::") || !at(&t, &["Resources", logical]).is_null(),
+            "{id}: ${{{name}}} names nothing in the template"
+        );
+        text.push_str(&rest[..start]);
+        if is_parameter && at(&t, &["Parameters", name, "Type"]).as_str() == Some("Number") {
+            text.push_str(&number_default(&t, name).to_string());
+        } else {
+            text.push_str(name);
+        }
+        rest = &rest[end + 1..];
+    }
+    text.push_str(rest);
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{id}: the body is not JSON once substituted: {e}"));
+
+    let widgets = json["widgets"].as_array().expect("widgets");
+    let listed: BTreeSet<&str> = widgets
+        .iter()
+        .filter(|w| w["type"] == "alarm")
+        .filter_map(|w| w["properties"]["alarms"].as_array())
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    for (alarm, _) in resources_of_type(&t, ALARM) {
+        assert!(
+            listed.contains(format!("{alarm}.Arn").as_str()),
+            "{id} lists {alarm}"
+        );
+    }
+
+    // Each metric line as (namespace, name, dimensions, stat).
+    let mut lines = Vec::new();
+    for w in widgets.iter().filter(|w| w["type"] == "metric") {
+        for line in w["properties"]["metrics"].as_array().expect("metrics") {
+            let items = line.as_array().expect("a metric line");
+            let strings: Vec<&str> = items.iter().filter_map(|v| v.as_str()).collect();
+            if strings.len() < 2 {
+                continue;
+            }
+            let stat = items
+                .last()
+                .and_then(|o| o["stat"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let dims: Vec<(String, String)> = strings[2..]
+                .chunks(2)
+                .map(|d| {
+                    (
+                        d[0].to_owned(),
+                        d.get(1).copied().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            lines.push((strings[0].to_owned(), strings[1].to_owned(), dims, stat));
+        }
+    }
+    let shows = |namespace: &str, name: &str, dims: &[(&str, &str)], stat: &str| {
+        lines.iter().any(|(ns, n, d, s)| {
+            ns == namespace
+                && n == name
+                && s == stat
+                && d.iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .eq(dims.iter().copied())
+        })
+    };
+    for f in Function::ALL {
+        let function = logical_id(f);
+        for stat in ["p50", "p99"] {
+            assert!(
+                shows(
+                    "AWS/Lambda",
+                    "Duration",
+                    &[("FunctionName", function.as_str())],
+                    stat
+                ),
+                "{id}: {function}'s Duration {stat}"
+            );
+        }
+    }
+    for metric in CUSTOM_METRICS {
+        assert!(
+            lines.iter().any(|(ns, n, d, _)| ns == METRICS_NAMESPACE
+                && n == metric
+                && *d == [(SERVICE_DIMENSION.to_owned(), "AWS::StackName".to_owned())]),
+            "{id}: {metric} in {METRICS_NAMESPACE} by {SERVICE_DIMENSION} alone"
         );
     }
 }
