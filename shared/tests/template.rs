@@ -11,8 +11,14 @@
 //! the public routes that run bcrypt (restore among them), the retention only
 //! the delete function reads, the audit retention that exactly the functions
 //! writing audit entries read, the audit route behind the authorizer and the
-//! audit function's narrow role, and fixture events that parse as the events
-//! the functions receive.
+//! audit function's narrow role, fixture events that parse as the events
+//! the functions receive, and what operating the stack relies on: an alarm
+//! on each function and on the queue, API, authorizer and outbox, each on
+//! the resource it names and all notifying one topic; a log group per
+//! function kept `LogRetentionDays`; Lambda's log level; reserved
+//! concurrency whose defaults keep MongoDB's connections in budget; the
+//! access log's request ids; the `live` alias every event source invokes;
+//! and the dashboard.
 //!
 //! CloudFormation short tags (`!Ref`, `!GetAtt`, `!Sub`) arrive from
 //! `serde_yaml` as `Value::Tagged`; [`intrinsic`] reads them and the long
@@ -161,6 +167,24 @@ fn get_att(value: &Value) -> Option<String> {
                 .collect::<Vec<_>>()
                 .join("."),
         ),
+        _ => None,
+    }
+}
+
+/// The alias every function publishes (`AutoPublishAlias`) and every event
+/// source invokes.
+const ALIAS: &str = "live";
+
+/// The function whose alias [`ALIAS`] `value` names, as `X`: `!Ref X.Alias`
+/// (SAM's reference to the alias) or `!Sub "${X.Arn}:live"` (its ARN).
+fn alias_of(value: &Value) -> Option<&str> {
+    if let Some(target) = ref_target(value) {
+        return target.strip_suffix(".Alias");
+    }
+    match intrinsic(value)? {
+        (name, Value::String(arn)) if name == "Sub" => arn
+            .strip_prefix("${")?
+            .strip_suffix(&format!(".Arn}}:{ALIAS}")),
         _ => None,
     }
 }
@@ -652,8 +676,9 @@ fn the_authorizer_guards_exactly_the_protected_routes() {
     let (name, authorizer) = authorizers.iter().next().unwrap();
     let name = string(name, "the authorizer's name");
     assert_eq!(
-        get_att(at(authorizer, &["FunctionArn"])).as_deref(),
-        Some(format!("{AUTHORIZER_FUNCTION}.Arn").as_str())
+        alias_of(at(authorizer, &["FunctionArn"])),
+        Some(AUTHORIZER_FUNCTION),
+        "the gateway calls the authorizer's alias, as it calls every route's"
     );
     assert_eq!(
         at(authorizer, &["AuthorizerPayloadFormatVersion"]).as_str(),
@@ -922,7 +947,7 @@ fn each_function_is_granted_only_what_its_configuration_and_its_queue_mapping_na
         // Lambda polls a mapped queue with the function's role.
         for (_, mapping) in resources_of_type(&t, EVENT_SOURCE_MAPPING) {
             let props = at(mapping, &["Properties"]);
-            if ref_target(at(props, &["FunctionName"])) != Some(logical_id(f).as_str()) {
+            if alias_of(at(props, &["FunctionName"])) != Some(logical_id(f).as_str()) {
                 continue;
             }
             let queue = queue_of_arn(&t, at(props, &["EventSourceArn"]), "EventSourceArn");
@@ -1202,7 +1227,7 @@ fn only_the_create_and_purge_functions_take_events_besides_http_routes_through_s
     // create function, checked on its own.
     let (_, mapping) = queue_mapping(&t);
     assert_eq!(
-        ref_target(at(mapping, &["FunctionName"])),
+        alias_of(at(mapping, &["FunctionName"])),
         Some(logical_id(Function::Create).as_str())
     );
     assert_no_resources_of_types(
@@ -1328,9 +1353,9 @@ fn the_provisioning_queue_is_mapped_to_the_create_function_once_its_role_may_rea
     let create = logical_id(Function::Create);
 
     assert_eq!(
-        ref_target(at(mapping, &["FunctionName"])),
+        alias_of(at(mapping, &["FunctionName"])),
         Some(create.as_str()),
-        "{id}: FunctionName is !Ref {create} (no alias or version)"
+        "{id}: FunctionName is !Ref {create}.Alias, the alias the rule and the schedule invoke"
     );
     let queue = queue_of_arn(&t, at(mapping, &["EventSourceArn"]), id);
     assert_eq!(queue, PROVISIONING_QUEUE, "{id}");
@@ -3121,4 +3146,131 @@ fn the_dashboard_shows_every_alarm_each_routes_duration_and_every_custom_metric(
             "{id}: {metric} in {METRICS_NAMESPACE} by {SERVICE_DIMENSION} alone"
         );
     }
+}
+
+/// Every `!GetAtt X.Y` anywhere in `value`, as `X.Y`.
+fn get_atts(value: &Value, out: &mut Vec<String>) {
+    if let Some(att) = get_att(value) {
+        out.push(att);
+    }
+    match value {
+        Value::Sequence(s) => s.iter().for_each(|v| get_atts(v, out)),
+        Value::Mapping(m) => m.values().for_each(|v| get_atts(v, out)),
+        Value::Tagged(t) => get_atts(&t.value, out),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_event_source_invokes_the_live_alias_and_a_canary_rolls_back_on_the_functions_errors() {
+    let t = template();
+    let globals = at(&t, &["Globals", "Function"]);
+    assert_eq!(
+        at(globals, &["AutoPublishAlias"]).as_str(),
+        Some(ALIAS),
+        "Globals: AutoPublishAlias"
+    );
+    assert!(
+        at(globals, &["DeploymentPreference", "Type"])
+            .as_str()
+            .is_some(),
+        "Globals: a DeploymentPreference Type"
+    );
+
+    for f in Function::ALL {
+        let id = logical_id(f);
+        let props = at(function_resource(&t, f), &["Properties"]);
+        assert!(
+            at(props, &["AutoPublishAlias"])
+                .as_str()
+                .is_none_or(|a| a == ALIAS),
+            "{id}: every function publishes the same alias"
+        );
+        assert!(
+            at(props, &["DeploymentPreference", "Enabled"]).as_bool() != Some(false),
+            "{id}: deployed through the alias"
+        );
+        let rollback = one_or_many(at(props, &["DeploymentPreference", "Alarms"]));
+        let alarms: Vec<Option<&str>> = rollback.iter().map(ref_target).collect();
+        assert!(
+            alarms.contains(&Some(format!("{id}ErrorsAlarm").as_str())),
+            "{id}: its Errors alarm rolls a deployment back: {alarms:?}"
+        );
+    }
+
+    // SAM points the routes, the rule and the schedules at the alias; what
+    // is written out here must too. A function's own ARN would invoke
+    // $LATEST, which no deployment shifts.
+    let (_, mapping) = queue_mapping(&t);
+    assert_eq!(
+        alias_of(at(mapping, &["FunctionName"])),
+        Some(logical_id(Function::Create).as_str())
+    );
+    for (name, authorizer) in http_api_authorizers(&t) {
+        assert_eq!(
+            alias_of(at(authorizer, &["FunctionArn"])),
+            Some(AUTHORIZER_FUNCTION),
+            "{name}"
+        );
+    }
+    // Named by its ARN, the alias must exist before the API and the invoke
+    // permission SAM derives from the authorizer.
+    let alias_id = format!("{AUTHORIZER_FUNCTION}Alias{ALIAS}");
+    assert!(
+        one_or_many(at(&t, &["Resources", HTTP_API, "DependsOn"]))
+            .contains(&Value::from(alias_id.as_str())),
+        "{HTTP_API} DependsOn {alias_id}"
+    );
+
+    let mut atts = Vec::new();
+    get_atts(&t, &mut atts);
+    let mut subs = Vec::new();
+    sub_strings(&t, &mut subs);
+    for f in Function::ALL {
+        let arn = format!("{}.Arn", logical_id(f));
+        assert!(!atts.contains(&arn), "!GetAtt {arn} bypasses the alias");
+        let in_sub = format!("${{{arn}}}");
+        for s in &subs {
+            assert!(
+                s.match_indices(&in_sub)
+                    .all(|(i, _)| s[i + in_sub.len()..].starts_with(&format!(":{ALIAS}"))),
+                "{in_sub} without :{ALIAS} bypasses the alias: {s}"
+            );
+        }
+    }
+}
+
+/// The template string of every `!Sub` anywhere in `value`.
+fn sub_strings(value: &Value, out: &mut Vec<String>) {
+    if let Some((name, arg)) = intrinsic(value) {
+        if name == "Sub" {
+            match arg {
+                Value::String(s) => out.push(s.clone()),
+                Value::Sequence(parts) => {
+                    out.extend(parts.first().and_then(Value::as_str).map(str::to_owned))
+                }
+                _ => {}
+            }
+        }
+    }
+    match value {
+        Value::Sequence(s) => s.iter().for_each(|v| sub_strings(v, out)),
+        Value::Mapping(m) => m.values().for_each(|v| sub_strings(v, out)),
+        Value::Tagged(t) => sub_strings(&t.value, out),
+        _ => {}
+    }
+}
+
+/// The HTTP API's authorizers by name.
+fn http_api_authorizers(t: &Value) -> Vec<(&str, &Value)> {
+    mapping(
+        at(
+            t,
+            &["Resources", HTTP_API, "Properties", "Auth", "Authorizers"],
+        ),
+        "HttpApi Auth.Authorizers",
+    )
+    .iter()
+    .map(|(k, v)| (string(k, "an authorizer's name"), v))
+    .collect()
 }
