@@ -11,8 +11,14 @@
 //! the public routes that run bcrypt (restore among them), the retention only
 //! the delete function reads, the audit retention that exactly the functions
 //! writing audit entries read, the audit route behind the authorizer and the
-//! audit function's narrow role, and fixture events that parse as the events
-//! the functions receive.
+//! audit function's narrow role, fixture events that parse as the events
+//! the functions receive, and what operating the stack relies on: an alarm
+//! on each function and on the queue, API, authorizer and outbox, each on
+//! the resource it names and all notifying one topic; a log group per
+//! function kept `LogRetentionDays`; Lambda's log level; reserved
+//! concurrency whose defaults keep MongoDB's connections in budget; the
+//! access log's request ids; the `live` alias every event source invokes;
+//! and the dashboard.
 //!
 //! CloudFormation short tags (`!Ref`, `!GetAtt`, `!Sub`) arrive from
 //! `serde_yaml` as `Value::Tagged`; [`intrinsic`] reads them and the long
@@ -161,6 +167,24 @@ fn get_att(value: &Value) -> Option<String> {
                 .collect::<Vec<_>>()
                 .join("."),
         ),
+        _ => None,
+    }
+}
+
+/// The alias every function publishes (`AutoPublishAlias`) and every event
+/// source invokes.
+const ALIAS: &str = "live";
+
+/// The function whose alias [`ALIAS`] `value` names, as `X`: `!Ref X.Alias`
+/// (SAM's reference to the alias) or `!Sub "${X.Arn}:live"` (its ARN).
+fn alias_of(value: &Value) -> Option<&str> {
+    if let Some(target) = ref_target(value) {
+        return target.strip_suffix(".Alias");
+    }
+    match intrinsic(value)? {
+        (name, Value::String(arn)) if name == "Sub" => arn
+            .strip_prefix("${")?
+            .strip_suffix(&format!(".Arn}}:{ALIAS}")),
         _ => None,
     }
 }
@@ -656,8 +680,9 @@ fn the_authorizer_guards_exactly_the_protected_routes() {
     let (name, authorizer) = authorizers.iter().next().unwrap();
     let name = string(name, "the authorizer's name");
     assert_eq!(
-        get_att(at(authorizer, &["FunctionArn"])).as_deref(),
-        Some(format!("{AUTHORIZER_FUNCTION}.Arn").as_str())
+        alias_of(at(authorizer, &["FunctionArn"])),
+        Some(AUTHORIZER_FUNCTION),
+        "the gateway calls the authorizer's alias, as it calls every route's"
     );
     assert_eq!(
         at(authorizer, &["AuthorizerPayloadFormatVersion"]).as_str(),
@@ -926,7 +951,7 @@ fn each_function_is_granted_only_what_its_configuration_and_its_queue_mapping_na
         // Lambda polls a mapped queue with the function's role.
         for (_, mapping) in resources_of_type(&t, EVENT_SOURCE_MAPPING) {
             let props = at(mapping, &["Properties"]);
-            if ref_target(at(props, &["FunctionName"])) != Some(logical_id(f).as_str()) {
+            if alias_of(at(props, &["FunctionName"])) != Some(logical_id(f).as_str()) {
                 continue;
             }
             let queue = queue_of_arn(&t, at(props, &["EventSourceArn"]), "EventSourceArn");
@@ -1059,7 +1084,7 @@ fn the_signing_key_is_generated_never_typed_in() {
 }
 
 #[test]
-fn the_outputs_name_the_api_both_secrets_the_bus_and_the_provisioning_queues() {
+fn the_outputs_name_the_api_the_secrets_the_bus_the_queues_the_alarm_topic_and_the_dashboard() {
     let t = template();
     let outputs: BTreeSet<&str> = mapping(at(&t, &["Outputs"]), "Outputs")
         .keys()
@@ -1074,6 +1099,8 @@ fn the_outputs_name_the_api_both_secrets_the_bus_and_the_provisioning_queues() {
         "EventBusArn",
         "ProvisioningQueueUrl",
         "ProvisioningDeadLetterQueueUrl",
+        "AlarmTopicArn",
+        "OperationsDashboardUrl",
     ] {
         assert!(outputs.contains(name), "missing output {name}");
     }
@@ -1204,7 +1231,7 @@ fn only_the_create_and_purge_functions_take_events_besides_http_routes_through_s
     // create function, checked on its own.
     let (_, mapping) = queue_mapping(&t);
     assert_eq!(
-        ref_target(at(mapping, &["FunctionName"])),
+        alias_of(at(mapping, &["FunctionName"])),
         Some(logical_id(Function::Create).as_str())
     );
     assert_no_resources_of_types(
@@ -1330,9 +1357,9 @@ fn the_provisioning_queue_is_mapped_to_the_create_function_once_its_role_may_rea
     let create = logical_id(Function::Create);
 
     assert_eq!(
-        ref_target(at(mapping, &["FunctionName"])),
+        alias_of(at(mapping, &["FunctionName"])),
         Some(create.as_str()),
-        "{id}: FunctionName is !Ref {create} (no alias or version)"
+        "{id}: FunctionName is !Ref {create}.Alias, the alias the rule and the schedule invoke"
     );
     let queue = queue_of_arn(&t, at(mapping, &["EventSourceArn"]), id);
     assert_eq!(queue, PROVISIONING_QUEUE, "{id}");
@@ -2276,4 +2303,978 @@ fn the_listing_is_signed_by_iam_and_its_function_may_only_read_the_database_secr
         function_property(&t, Function::List, "Role").is_null(),
         "ListFunction gets its role from SAM, with these Policies alone"
     );
+}
+
+const LOG_GROUP: &str = "AWS::Logs::LogGroup";
+const LOG_RETENTION_PARAMETER: &str = "LogRetentionDays";
+/// The values CloudWatch Logs accepts for `RetentionInDays`.
+const CLOUDWATCH_RETENTION_DAYS: [u64; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+/// Lambda's application log levels, which `LoggingConfig.ApplicationLogLevel`
+/// takes and Lambda passes on as `AWS_LAMBDA_LOG_LEVEL`.
+const LAMBDA_LOG_LEVELS: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+
+/// A numeric parameter's `Default`.
+fn number_default(t: &Value, parameter: &str) -> u64 {
+    at(t, &["Parameters", parameter, "Default"])
+        .as_u64()
+        .unwrap_or_else(|| panic!("parameter {parameter} has a numeric Default"))
+}
+
+/// Whether `value` names resource `id` (`!Ref`, `!GetAtt`, or `${id}` in a
+/// `!Sub`) anywhere inside it.
+fn refers_to(value: &Value, id: &str) -> bool {
+    if let Some(target) = ref_target(value) {
+        if target == id {
+            return true;
+        }
+    }
+    if let Some(att) = get_att(value) {
+        if att.split('.').next() == Some(id) {
+            return true;
+        }
+    }
+    match value {
+        Value::String(s) => s.contains(&format!("${{{id}}}")) || s.contains(&format!("${{{id}.")),
+        Value::Sequence(s) => s.iter().any(|v| refers_to(v, id)),
+        Value::Mapping(m) => m.values().any(|v| refers_to(v, id)),
+        Value::Tagged(t) => refers_to(&t.value, id),
+        _ => false,
+    }
+}
+
+#[test]
+fn each_function_logs_to_its_own_group_kept_log_retention_days() {
+    let t = template();
+    assert_eq!(
+        at(&t, &["Globals", "Function", "LoggingConfig", "LogFormat"]).as_str(),
+        Some("JSON")
+    );
+
+    let mut groups = BTreeSet::new();
+    for f in Function::ALL {
+        let id = logical_id(f);
+        let group = ref_target(at(
+            function_resource(&t, f),
+            &["Properties", "LoggingConfig", "LogGroup"],
+        ))
+        .unwrap_or_else(|| panic!("{id}: LoggingConfig.LogGroup is !Ref a log group"))
+        .to_owned();
+        let resource = at(&t, &["Resources", &group]);
+        assert_eq!(
+            at(resource, &["Type"]).as_str(),
+            Some(LOG_GROUP),
+            "{id}: {group}"
+        );
+        assert_eq!(
+            ref_target(at(resource, &["Properties", "RetentionInDays"])),
+            Some(LOG_RETENTION_PARAMETER),
+            "{group}: RetentionInDays"
+        );
+        // The function refers to its group: the group must not refer back.
+        assert!(
+            !refers_to(resource, &id),
+            "{group} names {id}, which names {group}: a circular reference"
+        );
+        assert!(groups.insert(group.clone()), "{group} serves two functions");
+    }
+}
+
+#[test]
+fn the_access_log_is_kept_log_retention_days_and_the_retention_is_one_cloudwatch_accepts() {
+    let t = template();
+    let destination = get_att(at(
+        &t,
+        &[
+            "Resources",
+            HTTP_API,
+            "Properties",
+            "AccessLogSettings",
+            "DestinationArn",
+        ],
+    ))
+    .expect("the access log's DestinationArn is !GetAtt a log group's Arn");
+    let group = destination.strip_suffix(".Arn").expect("a log group's Arn");
+    assert_eq!(
+        at(&t, &["Resources", group, "Type"]).as_str(),
+        Some(LOG_GROUP)
+    );
+    assert_eq!(
+        ref_target(at(
+            &t,
+            &["Resources", group, "Properties", "RetentionInDays"]
+        )),
+        Some(LOG_RETENTION_PARAMETER)
+    );
+
+    let parameter = at(&t, &["Parameters", LOG_RETENTION_PARAMETER]);
+    assert_eq!(at(parameter, &["Type"]).as_str(), Some("Number"));
+    let allowed: Vec<u64> = one_or_many(at(parameter, &["AllowedValues"]))
+        .iter()
+        .map(|v| v.as_u64().expect("a number of days"))
+        .collect();
+    assert_eq!(allowed, CLOUDWATCH_RETENTION_DAYS);
+    assert_eq!(number_default(&t, LOG_RETENTION_PARAMETER), 30);
+}
+
+#[test]
+fn the_log_level_is_lambdas_application_log_level_and_rust_log_is_left_to_local_runs() {
+    let t = template();
+    let level = ref_target(at(
+        &t,
+        &[
+            "Globals",
+            "Function",
+            "LoggingConfig",
+            "ApplicationLogLevel",
+        ],
+    ))
+    .expect("ApplicationLogLevel is !Ref a parameter");
+    let parameter = at(&t, &["Parameters", level]);
+    let allowed: Vec<String> = one_or_many(at(parameter, &["AllowedValues"]))
+        .iter()
+        .map(|v| string(v, "a level").to_owned())
+        .collect();
+    assert_eq!(allowed, LAMBDA_LOG_LEVELS);
+    assert_eq!(at(parameter, &["Default"]).as_str(), Some("INFO"));
+
+    for f in Function::ALL {
+        assert!(
+            !environment(&t, f).contains_key("RUST_LOG"),
+            "{}: Lambda sets AWS_LAMBDA_LOG_LEVEL from {level}; RUST_LOG is for local runs",
+            f.name()
+        );
+        assert!(
+            at(
+                function_resource(&t, f),
+                &["Properties", "LoggingConfig", "ApplicationLogLevel"]
+            )
+            .is_null(),
+            "{}: the level is the stack's, from Globals",
+            f.name()
+        );
+    }
+}
+
+/// Connections one execution environment holds to the primary: the pool
+/// `Store::connect` builds (`maxPoolSize` 1 unless the URI says otherwise)
+/// and the driver's one monitoring connection to each server, which polls
+/// rather than streams inside Lambda (a streaming monitor would add a
+/// second, for round-trip times).
+const POOL_SIZE: u64 = 1;
+const MONITORING_CONNECTIONS: u64 = 1;
+/// Connections per node of MongoDB Atlas's smallest paid tier, M10, less
+/// the 10 Atlas keeps for itself (the README's connection budget says where
+/// the figures come from).
+const ATLAS_M10_CONNECTIONS: u64 = 1_500 - 10;
+
+/// The template parameter for a function's reserved concurrency:
+/// `LoginFunction` → `LoginReservedConcurrency`.
+fn concurrency_parameter(f: Function) -> String {
+    let id = logical_id(f);
+    format!(
+        "{}ReservedConcurrency",
+        id.strip_suffix("Function")
+            .expect("a function's logical id")
+    )
+}
+
+#[test]
+fn each_function_reserves_its_concurrency_from_its_own_parameter() {
+    let t = template();
+
+    for f in Function::ALL {
+        let id = logical_id(f);
+        let parameter = concurrency_parameter(f);
+        assert_eq!(
+            ref_target(at(
+                function_resource(&t, f),
+                &["Properties", "ReservedConcurrentExecutions"]
+            )),
+            Some(parameter.as_str()),
+            "{id}: ReservedConcurrentExecutions"
+        );
+        let p = at(&t, &["Parameters", &parameter]);
+        assert_eq!(at(p, &["Type"]).as_str(), Some("Number"), "{parameter}");
+        assert_eq!(at(p, &["MinValue"]).as_u64(), Some(1), "{parameter}");
+        assert!(number_default(&t, &parameter) >= 1, "{parameter}");
+    }
+    // The queue's batches must leave the create route executions of its own.
+    let (_, mapping) = queue_mapping(&t);
+    let batches = at(mapping, &["ScalingConfig", "MaximumConcurrency"])
+        .as_u64()
+        .expect("MaximumConcurrency");
+    let create = number_default(&t, &concurrency_parameter(Function::Create));
+    assert!(
+        create > batches,
+        "CreateFunction's {create} executions, of which the queue takes up to {batches}"
+    );
+}
+
+#[test]
+fn the_default_concurrency_keeps_mongodb_connections_well_under_the_smallest_paid_atlas_tier() {
+    let t = template();
+    let environments: u64 = Function::ALL
+        .into_iter()
+        .map(|f| number_default(&t, &concurrency_parameter(f)))
+        .sum();
+    let connections = environments * (POOL_SIZE + MONITORING_CONNECTIONS);
+
+    // Twice over: after a deploy, the previous version's execution
+    // environments keep their connections until Lambda retires them.
+    assert!(
+        2 * connections < ATLAS_M10_CONNECTIONS,
+        "{environments} environments x {} connections = {connections}; twice that must stay \
+         under M10's {ATLAS_M10_CONNECTIONS}",
+        POOL_SIZE + MONITORING_CONNECTIONS
+    );
+}
+
+#[test]
+fn the_readme_connection_budget_lists_each_functions_default_and_their_sum() {
+    let t = template();
+    let path = workspace_root().join("README.md");
+    let readme = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Connection budget"))
+        .expect("README.md has a \"Connection budget\" section");
+    let rows: BTreeMap<String, Vec<String>> = section
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().trim_matches('`').to_owned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|cells| cells.len() >= 3)
+        .map(|cells| (cells[0].clone(), cells))
+        .collect();
+
+    let mut sum = 0;
+    for f in Function::ALL {
+        let id = logical_id(f);
+        let parameter = concurrency_parameter(f);
+        let default = number_default(&t, &parameter);
+        let row = rows
+            .get(&id)
+            .unwrap_or_else(|| panic!("the budget's table has no row for {id}"));
+        assert_eq!(row[1], parameter, "{id}");
+        assert_eq!(row[2], default.to_string(), "{id}: {parameter}'s default");
+        sum += default;
+    }
+    let total = rows.get("total").expect("the table's total row");
+    assert_eq!(total[2], sum.to_string(), "the total");
+}
+
+#[test]
+fn the_access_log_joins_a_function_log_by_both_request_ids_and_logs_no_header() {
+    let t = template();
+    let format = string(
+        at(
+            &t,
+            &[
+                "Resources",
+                HTTP_API,
+                "Properties",
+                "AccessLogSettings",
+                "Format",
+            ],
+        ),
+        "the access log Format",
+    );
+    let fields: BTreeMap<String, String> = serde_json::from_str(format)
+        .unwrap_or_else(|e| panic!("the access log Format is a JSON object of strings: {e}"));
+
+    let values: BTreeSet<&str> = fields.values().map(String::as_str).collect();
+    for variable in [
+        "$context.requestId",
+        "$context.integration.requestId",
+        "$context.integration.status",
+    ] {
+        assert!(values.contains(variable), "the access log has {variable}");
+    }
+    for (field, value) in &fields {
+        let lowered = value.to_ascii_lowercase();
+        assert!(
+            !lowered.contains("header") && !lowered.contains("authorization"),
+            "{field}: {value} would log a header"
+        );
+    }
+}
+
+const ALARM: &str = "AWS::CloudWatch::Alarm";
+/// The topic the stack creates when `ALARM_TOPIC_PARAMETER` is empty.
+const ALARM_TOPIC: &str = "AlarmTopic";
+const ALARM_TOPIC_PARAMETER: &str = "AlarmTopicArn";
+/// Where the functions' custom metrics go (CloudWatch Embedded Metric
+/// Format), each with the one dimension `Service` = the stack's name.
+const METRICS_NAMESPACE: &str = "OrganizationService";
+const SERVICE_DIMENSION: &str = "Service";
+/// The custom metrics the functions emit: what the dashboard shows and the
+/// outbox alarm reads.
+const CUSTOM_METRICS: [&str; 13] = [
+    "OrganizationsCreated",
+    "OrganizationsRenamed",
+    "OrganizationsDeleted",
+    "LoginSucceeded",
+    "LoginFailed",
+    "LoginThrottled",
+    "ProvisioningSucceeded",
+    "ProvisioningRejected",
+    "ProvisioningFailed",
+    "OutboxPublished",
+    "OutboxPending",
+    "OutboxOldestPendingAge",
+    "ColdStart",
+];
+const OUTBOX_AGE_METRIC: &str = "OutboxOldestPendingAge";
+const OUTBOX_AGE_PARAMETER: &str = "OutboxAgeAlarmSeconds";
+
+/// The `Properties` of alarm `id`, which must be an alarm.
+fn alarm<'a>(t: &'a Value, id: &str) -> &'a Value {
+    let r = at(t, &["Resources", id]);
+    assert_eq!(
+        at(r, &["Type"]).as_str(),
+        Some(ALARM),
+        "{id} must be an {ALARM}"
+    );
+    at(r, &["Properties"])
+}
+
+/// A metric's `Dimensions` as name → value.
+fn dimensions(value: &Value) -> BTreeMap<String, Value> {
+    one_or_many(value)
+        .iter()
+        .map(|d| {
+            (
+                string(at(d, &["Name"]), "a dimension's Name").to_owned(),
+                at(d, &["Value"]).clone(),
+            )
+        })
+        .collect()
+}
+
+/// The `!Ref` target of each dimension, by name.
+fn dimension_refs(value: &Value) -> BTreeMap<String, String> {
+    dimensions(value)
+        .into_iter()
+        .map(|(name, v)| {
+            let target = ref_target(&v)
+                .unwrap_or_else(|| panic!("dimension {name} is not a !Ref: {v:?}"))
+                .to_owned();
+            (name, target)
+        })
+        .collect()
+}
+
+/// Asserts that the alarm fires when its statistic goes above `threshold`.
+fn assert_fires_above(props: &Value, threshold: f64, what: &str) {
+    assert_eq!(
+        at(props, &["ComparisonOperator"]).as_str(),
+        Some("GreaterThanThreshold"),
+        "{what}"
+    );
+    assert_eq!(
+        at(props, &["Threshold"]).as_f64(),
+        Some(threshold),
+        "{what}: Threshold"
+    );
+}
+
+/// The metric (namespace, name) an alarm on one metric watches.
+fn watched_metric<'a>(props: &'a Value, what: &str) -> (&'a str, &'a str) {
+    (
+        string(at(props, &["Namespace"]), &format!("{what} Namespace")),
+        string(at(props, &["MetricName"]), &format!("{what} MetricName")),
+    )
+}
+
+/// The seconds between two runs of `rate(N unit)`.
+fn rate_seconds(rate: &str) -> u64 {
+    let inner = rate
+        .strip_prefix("rate(")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{rate} is not rate(...)"));
+    let (n, unit) = inner.split_once(' ').expect("rate(N unit)");
+    let n: u64 = n.parse().expect("a whole number");
+    let unit = match unit.trim_end_matches('s') {
+        "minute" => 60,
+        "hour" => 3_600,
+        "day" => 86_400,
+        other => panic!("unit {other}"),
+    };
+    n * unit
+}
+
+#[test]
+fn the_dead_letter_queue_alarm_fires_on_any_visible_message() {
+    let t = template();
+    let props = alarm(&t, "ProvisioningDeadLetterAlarm");
+
+    assert_eq!(
+        watched_metric(props, "ProvisioningDeadLetterAlarm"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    );
+    let dims = dimensions(at(props, &["Dimensions"]));
+    assert_eq!(dims.len(), 1, "{dims:?}");
+    assert_eq!(
+        get_att(&dims["QueueName"]),
+        Some(format!("{DEAD_LETTER_QUEUE}.QueueName")),
+        "QueueName is the dead-letter queue's"
+    );
+    assert_fires_above(props, 0.0, "ProvisioningDeadLetterAlarm");
+}
+
+#[test]
+fn every_function_has_an_errors_and_a_throttles_alarm_on_its_own_name() {
+    let t = template();
+
+    for f in Function::ALL {
+        let id = logical_id(f);
+        for metric in ["Errors", "Throttles"] {
+            let what = format!("{id}{metric}Alarm");
+            let props = alarm(&t, &what);
+            assert_eq!(watched_metric(props, &what), ("AWS/Lambda", metric));
+            assert_eq!(
+                dimension_refs(at(props, &["Dimensions"])),
+                BTreeMap::from([("FunctionName".to_owned(), id.clone())]),
+                "{what}: FunctionName is !Ref {id}"
+            );
+            assert_eq!(at(props, &["Statistic"]).as_str(), Some("Sum"), "{what}");
+            let period = at(props, &["Period"]).as_u64().unwrap_or_default();
+            assert!(
+                (60..=900).contains(&period),
+                "{what}: a period of 1 to 15 minutes, not {period} s"
+            );
+            assert_fires_above(props, 0.0, &what);
+        }
+    }
+}
+
+#[test]
+fn no_alarm_names_a_function_that_does_not_exist() {
+    let t = template();
+    let functions: BTreeSet<&str> = resources_of_type(&t, SERVERLESS_FUNCTION)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+
+    for (id, r) in resources_of_type(&t, ALARM) {
+        let props = at(r, &["Properties"]);
+        let mut named = Vec::new();
+        named.extend(dimensions(at(props, &["Dimensions"])).remove("FunctionName"));
+        for m in one_or_many(at(props, &["Metrics"])) {
+            named.extend(
+                dimensions(at(&m, &["MetricStat", "Metric", "Dimensions"])).remove("FunctionName"),
+            );
+        }
+        for v in named {
+            let target = ref_target(&v).unwrap_or_else(|| panic!("{id}: FunctionName {v:?}"));
+            assert!(
+                functions.contains(target),
+                "{id} watches {target}, which is no function of this template"
+            );
+        }
+        for suffix in ["ErrorsAlarm", "ThrottlesAlarm"] {
+            if let Some(function) = id.strip_suffix(suffix) {
+                assert!(
+                    functions.contains(function),
+                    "{id} is named for {function}, which is no function of this template"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_http_api_alarm_counts_the_5xx_of_its_default_stage() {
+    let t = template();
+    let props = alarm(&t, "HttpApi5xxAlarm");
+
+    assert_eq!(
+        watched_metric(props, "HttpApi5xxAlarm"),
+        ("AWS/ApiGateway", "5xx")
+    );
+    let dims = dimensions(at(props, &["Dimensions"]));
+    assert_eq!(dims.len(), 2, "{dims:?}");
+    assert_eq!(ref_target(&dims["ApiId"]), Some(HTTP_API));
+    assert_eq!(dims["Stage"].as_str(), Some("$default"));
+    assert_eq!(at(props, &["Statistic"]).as_str(), Some("Sum"));
+    assert_eq!(
+        at(props, &["ComparisonOperator"]).as_str(),
+        Some("GreaterThanThreshold")
+    );
+    let threshold = match ref_target(at(props, &["Threshold"])) {
+        Some(parameter) => number_default(&t, parameter),
+        None => at(props, &["Threshold"])
+            .as_u64()
+            .expect("a whole-number Threshold"),
+    };
+    assert!(
+        (1..=100).contains(&threshold),
+        "a few 5xx in 5 minutes, not {threshold}"
+    );
+}
+
+#[test]
+fn the_authorizer_error_rate_alarm_divides_its_errors_by_its_invocations() {
+    let t = template();
+    let props = alarm(&t, "AuthorizerErrorRateAlarm");
+    let metrics = one_or_many(at(props, &["Metrics"]));
+
+    for (id, name) in [("errors", "Errors"), ("invocations", "Invocations")] {
+        let s = metrics
+            .iter()
+            .find(|m| at(m, &["Id"]).as_str() == Some(id))
+            .map(|m| at(m, &["MetricStat"]))
+            .unwrap_or_else(|| panic!("a metric with Id {id}: {metrics:?}"));
+        assert_eq!(watched_metric(at(s, &["Metric"]), id), ("AWS/Lambda", name));
+        assert_eq!(
+            dimension_refs(at(s, &["Metric", "Dimensions"])),
+            BTreeMap::from([("FunctionName".to_owned(), AUTHORIZER_FUNCTION.to_owned())]),
+            "{id}"
+        );
+        assert_eq!(at(s, &["Stat"]).as_str(), Some("Sum"), "{id}");
+    }
+    let returned: Vec<&Value> = metrics
+        .iter()
+        .filter(|m| at(m, &["ReturnData"]).as_bool() != Some(false))
+        .collect();
+    assert_eq!(
+        returned.len(),
+        1,
+        "one expression is the alarm's: {metrics:?}"
+    );
+    let expression = string(at(returned[0], &["Expression"]), "the rate's Expression");
+    assert!(
+        expression.contains("errors / invocations"),
+        "{expression}: Errors over Invocations"
+    );
+    assert!(
+        expression.contains("invocations > 0"),
+        "{expression}: a period without invocations is no failure"
+    );
+    assert!(
+        expression.contains("100 *"),
+        "{expression}: a percentage, as the threshold"
+    );
+    assert_fires_above(props, 5.0, "AuthorizerErrorRateAlarm");
+    assert_eq!(
+        at(props, &["TreatMissingData"]).as_str(),
+        Some("notBreaching")
+    );
+}
+
+#[test]
+fn the_outbox_alarm_reads_the_oldest_pending_age_under_the_service_dimension_alone() {
+    let t = template();
+    let props = alarm(&t, "OutboxBacklogAlarm");
+
+    assert_eq!(
+        watched_metric(props, "OutboxBacklogAlarm"),
+        (METRICS_NAMESPACE, OUTBOX_AGE_METRIC)
+    );
+    assert_eq!(
+        dimension_refs(at(props, &["Dimensions"])),
+        BTreeMap::from([(SERVICE_DIMENSION.to_owned(), "AWS::StackName".to_owned())]),
+        "exactly the dimension the functions emit"
+    );
+    assert_eq!(at(props, &["Statistic"]).as_str(), Some("Maximum"));
+    assert_eq!(
+        at(props, &["ComparisonOperator"]).as_str(),
+        Some("GreaterThanThreshold")
+    );
+    assert_eq!(
+        ref_target(at(props, &["Threshold"])),
+        Some(OUTBOX_AGE_PARAMETER)
+    );
+    // Every flush reports it, the scheduled one included: silence means
+    // nothing drains the outbox.
+    assert_eq!(at(props, &["TreatMissingData"]).as_str(), Some("breaching"));
+}
+
+#[test]
+fn the_outbox_alarm_waits_out_a_flush_interval_and_the_publishers_longest_back_off() {
+    let t = template();
+    let classic = events_of_type(&t, Function::Create, "Schedule");
+    assert_eq!(classic.len(), 1, "the outbox flush schedule");
+    let interval = rate_seconds(string(
+        at(classic[0].1, &["Schedule"]),
+        "the flush's Schedule",
+    ));
+    let longest_back_off = shared::events::backoff(i32::MAX).as_secs();
+
+    let parameter = at(&t, &["Parameters", OUTBOX_AGE_PARAMETER]);
+    let default = number_default(&t, OUTBOX_AGE_PARAMETER);
+    assert!(
+        default >= longest_back_off + interval,
+        "{OUTBOX_AGE_PARAMETER} {default} s: an entry at its {longest_back_off} s back-off \
+         waits up to one more flush ({interval} s) before it is retried"
+    );
+    let min = at(parameter, &["MinValue"])
+        .as_u64()
+        .expect("a numeric MinValue");
+    assert!(
+        min >= interval,
+        "{OUTBOX_AGE_PARAMETER} MinValue {min} s: below one flush interval ({interval} s), \
+         every failed publish would page"
+    );
+}
+
+#[test]
+fn every_alarm_notifies_the_given_topic_or_the_one_the_stack_creates() {
+    let t = template();
+    let alarms = resources_of_type(&t, ALARM);
+    assert!(
+        alarms.len() >= 2 * Function::ALL.len() + 4,
+        "{} alarms",
+        alarms.len()
+    );
+
+    let mut conditions = BTreeSet::new();
+    for (id, r) in &alarms {
+        for key in ["AlarmActions", "OKActions"] {
+            let actions = one_or_many(at(r, &["Properties", key]));
+            assert_eq!(actions.len(), 1, "{id}: {key} is one topic");
+            let Some((name, Value::Sequence(branches))) = intrinsic(&actions[0]) else {
+                panic!("{id}: {key} is an !If on whether the stack creates the topic");
+            };
+            assert_eq!(name, "If", "{id}: {key}");
+            conditions.insert(string(&branches[0], "a condition name").to_owned());
+            assert_eq!(ref_target(&branches[1]), Some(ALARM_TOPIC), "{id}: {key}");
+            assert_eq!(
+                ref_target(&branches[2]),
+                Some(ALARM_TOPIC_PARAMETER),
+                "{id}: {key}"
+            );
+        }
+    }
+    assert_eq!(conditions.len(), 1, "one condition: {conditions:?}");
+    let create = conditions.pop_first().unwrap();
+    let Some((equals, Value::Sequence(operands))) = intrinsic(at(&t, &["Conditions", &create]))
+    else {
+        panic!("{create} is !Equals");
+    };
+    assert_eq!(equals, "Equals");
+    assert_eq!(ref_target(&operands[0]), Some(ALARM_TOPIC_PARAMETER));
+    assert_eq!(operands[1].as_str(), Some(""));
+    assert_eq!(
+        at(&t, &["Parameters", ALARM_TOPIC_PARAMETER, "Default"]).as_str(),
+        Some(""),
+        "the stack creates its topic unless given one"
+    );
+    assert_eq!(
+        at(&t, &["Resources", ALARM_TOPIC, "Type"]).as_str(),
+        Some("AWS::SNS::Topic")
+    );
+    assert_eq!(
+        at(&t, &["Resources", ALARM_TOPIC, "Condition"]).as_str(),
+        Some(create.as_str()),
+        "{ALARM_TOPIC} exists exactly when the alarms notify it"
+    );
+}
+
+#[test]
+fn an_email_subscribes_to_the_created_topic_only_when_one_is_given() {
+    let t = template();
+    let subscriptions = resources_of_type(&t, "AWS::SNS::Subscription");
+    assert_eq!(subscriptions.len(), 1, "one subscription");
+    let (id, subscription) = subscriptions[0];
+    let props = at(subscription, &["Properties"]);
+    assert_eq!(ref_target(at(props, &["TopicArn"])), Some(ALARM_TOPIC));
+    assert_eq!(at(props, &["Protocol"]).as_str(), Some("email"));
+    let email = ref_target(at(props, &["Endpoint"])).expect("Endpoint: !Ref a parameter");
+    assert_eq!(
+        at(&t, &["Parameters", email, "Default"]).as_str(),
+        Some(""),
+        "no address unless one is given"
+    );
+
+    let condition = string(at(subscription, &["Condition"]), &format!("{id} Condition"));
+    let Some((and, Value::Sequence(parts))) = intrinsic(at(&t, &["Conditions", condition])) else {
+        panic!("{condition} is !And");
+    };
+    assert_eq!(and, "And");
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    // The topic's own condition: no subscription to a topic not created.
+    let topic_condition = at(&t, &["Resources", ALARM_TOPIC, "Condition"]);
+    assert_eq!(
+        intrinsic(&parts[0]).map(|(name, arg)| (name, arg.clone())),
+        Some(("Condition".to_owned(), topic_condition.clone()))
+    );
+    let Some((not, Value::Sequence(negated))) = intrinsic(&parts[1]) else {
+        panic!("{condition}: !Not [!Equals [!Ref {email}, \"\"]]");
+    };
+    assert_eq!(not, "Not");
+    let Some((equals, Value::Sequence(operands))) = intrinsic(&negated[0]) else {
+        panic!("{condition}: !Not [!Equals ...]");
+    };
+    assert_eq!(equals, "Equals");
+    assert_eq!(ref_target(&operands[0]), Some(email));
+    assert_eq!(operands[1].as_str(), Some(""));
+}
+
+#[test]
+fn every_alarm_treats_missing_data_as_no_failure_except_the_scheduled_outbox_report() {
+    let t = template();
+
+    for (id, r) in resources_of_type(&t, ALARM) {
+        // Errors, throttles, 5xx and the error rate are reported only when
+        // something is invoked; an empty dead-letter queue goes quiet. The
+        // outbox age is reported by every scheduled flush.
+        let expected = if id == "OutboxBacklogAlarm" {
+            "breaching"
+        } else {
+            "notBreaching"
+        };
+        assert_eq!(
+            at(r, &["Properties", "TreatMissingData"]).as_str(),
+            Some(expected),
+            "{id}: TreatMissingData"
+        );
+    }
+}
+
+#[test]
+fn the_dashboard_shows_every_alarm_each_routes_duration_and_every_custom_metric() {
+    let t = template();
+    let dashboards = resources_of_type(&t, "AWS::CloudWatch::Dashboard");
+    assert_eq!(dashboards.len(), 1, "one dashboard");
+    let (id, dashboard) = dashboards[0];
+    let Some((sub, Value::String(body))) =
+        intrinsic(at(dashboard, &["Properties", "DashboardBody"]))
+    else {
+        panic!("{id}: DashboardBody is !Sub of a JSON string");
+    };
+    assert_eq!(sub, "Sub");
+
+    // Each ${X} must be a parameter, a resource (or its attribute) or a
+    // pseudo parameter; as plain text in its place the body must be JSON.
+    let mut text = String::new();
+    let mut rest = body.as_str();
+    while let Some(start) = rest.find("${") {
+        let end = rest[start..].find('}').expect("a closed ${") + start;
+        let name = &rest[start + 2..end];
+        let logical = name.split('.').next().unwrap_or_default();
+        let is_parameter = !at(&t, &["Parameters", name]).is_null();
+        assert!(
+            is_parameter || name.starts_with("AWS::") || !at(&t, &["Resources", logical]).is_null(),
+            "{id}: ${{{name}}} names nothing in the template"
+        );
+        text.push_str(&rest[..start]);
+        if is_parameter && at(&t, &["Parameters", name, "Type"]).as_str() == Some("Number") {
+            text.push_str(&number_default(&t, name).to_string());
+        } else {
+            text.push_str(name);
+        }
+        rest = &rest[end + 1..];
+    }
+    text.push_str(rest);
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{id}: the body is not JSON once substituted: {e}"));
+
+    let widgets = json["widgets"].as_array().expect("widgets");
+    let listed: BTreeSet<&str> = widgets
+        .iter()
+        .filter(|w| w["type"] == "alarm")
+        .filter_map(|w| w["properties"]["alarms"].as_array())
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    for (alarm, _) in resources_of_type(&t, ALARM) {
+        assert!(
+            listed.contains(format!("{alarm}.Arn").as_str()),
+            "{id} lists {alarm}"
+        );
+    }
+
+    // Each metric line as (namespace, name, dimensions, stat).
+    let mut lines = Vec::new();
+    for w in widgets.iter().filter(|w| w["type"] == "metric") {
+        for line in w["properties"]["metrics"].as_array().expect("metrics") {
+            let items = line.as_array().expect("a metric line");
+            let strings: Vec<&str> = items.iter().filter_map(|v| v.as_str()).collect();
+            if strings.len() < 2 {
+                continue;
+            }
+            let stat = items
+                .last()
+                .and_then(|o| o["stat"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let dims: Vec<(String, String)> = strings[2..]
+                .chunks(2)
+                .map(|d| {
+                    (
+                        d[0].to_owned(),
+                        d.get(1).copied().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            lines.push((strings[0].to_owned(), strings[1].to_owned(), dims, stat));
+        }
+    }
+    let shows = |namespace: &str, name: &str, dims: &[(&str, &str)], stat: &str| {
+        lines.iter().any(|(ns, n, d, s)| {
+            ns == namespace
+                && n == name
+                && s == stat
+                && d.iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .eq(dims.iter().copied())
+        })
+    };
+    for f in Function::ALL {
+        let function = logical_id(f);
+        for stat in ["p50", "p99"] {
+            assert!(
+                shows(
+                    "AWS/Lambda",
+                    "Duration",
+                    &[("FunctionName", function.as_str())],
+                    stat
+                ),
+                "{id}: {function}'s Duration {stat}"
+            );
+        }
+    }
+    for metric in CUSTOM_METRICS {
+        assert!(
+            lines.iter().any(|(ns, n, d, _)| ns == METRICS_NAMESPACE
+                && n == metric
+                && *d == [(SERVICE_DIMENSION.to_owned(), "AWS::StackName".to_owned())]),
+            "{id}: {metric} in {METRICS_NAMESPACE} by {SERVICE_DIMENSION} alone"
+        );
+    }
+}
+
+/// Every `!GetAtt X.Y` anywhere in `value`, as `X.Y`.
+fn get_atts(value: &Value, out: &mut Vec<String>) {
+    if let Some(att) = get_att(value) {
+        out.push(att);
+    }
+    match value {
+        Value::Sequence(s) => s.iter().for_each(|v| get_atts(v, out)),
+        Value::Mapping(m) => m.values().for_each(|v| get_atts(v, out)),
+        Value::Tagged(t) => get_atts(&t.value, out),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_event_source_invokes_the_live_alias_and_a_canary_rolls_back_on_the_functions_errors() {
+    let t = template();
+    let globals = at(&t, &["Globals", "Function"]);
+    assert_eq!(
+        at(globals, &["AutoPublishAlias"]).as_str(),
+        Some(ALIAS),
+        "Globals: AutoPublishAlias"
+    );
+    assert!(
+        at(globals, &["DeploymentPreference", "Type"])
+            .as_str()
+            .is_some(),
+        "Globals: a DeploymentPreference Type"
+    );
+
+    for f in Function::ALL {
+        let id = logical_id(f);
+        let props = at(function_resource(&t, f), &["Properties"]);
+        assert!(
+            at(props, &["AutoPublishAlias"])
+                .as_str()
+                .is_none_or(|a| a == ALIAS),
+            "{id}: every function publishes the same alias"
+        );
+        assert!(
+            at(props, &["DeploymentPreference", "Enabled"]).as_bool() != Some(false),
+            "{id}: deployed through the alias"
+        );
+        let rollback = one_or_many(at(props, &["DeploymentPreference", "Alarms"]));
+        let alarms: Vec<Option<&str>> = rollback.iter().map(ref_target).collect();
+        assert!(
+            alarms.contains(&Some(format!("{id}ErrorsAlarm").as_str())),
+            "{id}: its Errors alarm rolls a deployment back: {alarms:?}"
+        );
+    }
+
+    // SAM points the routes, the rule and the schedules at the alias; what
+    // is written out here must too. A function's own ARN would invoke
+    // $LATEST, which no deployment shifts.
+    let (_, mapping) = queue_mapping(&t);
+    assert_eq!(
+        alias_of(at(mapping, &["FunctionName"])),
+        Some(logical_id(Function::Create).as_str())
+    );
+    for (name, authorizer) in http_api_authorizers(&t) {
+        assert_eq!(
+            alias_of(at(authorizer, &["FunctionArn"])),
+            Some(AUTHORIZER_FUNCTION),
+            "{name}"
+        );
+    }
+    // Named by its ARN, the alias must exist before the API and the invoke
+    // permission SAM derives from the authorizer.
+    let alias_id = format!("{AUTHORIZER_FUNCTION}Alias{ALIAS}");
+    assert!(
+        one_or_many(at(&t, &["Resources", HTTP_API, "DependsOn"]))
+            .contains(&Value::from(alias_id.as_str())),
+        "{HTTP_API} DependsOn {alias_id}"
+    );
+
+    let mut atts = Vec::new();
+    get_atts(&t, &mut atts);
+    let mut subs = Vec::new();
+    sub_strings(&t, &mut subs);
+    for f in Function::ALL {
+        let arn = format!("{}.Arn", logical_id(f));
+        assert!(!atts.contains(&arn), "!GetAtt {arn} bypasses the alias");
+        let in_sub = format!("${{{arn}}}");
+        for s in &subs {
+            assert!(
+                s.match_indices(&in_sub)
+                    .all(|(i, _)| s[i + in_sub.len()..].starts_with(&format!(":{ALIAS}"))),
+                "{in_sub} without :{ALIAS} bypasses the alias: {s}"
+            );
+        }
+    }
+}
+
+/// The template string of every `!Sub` anywhere in `value`.
+fn sub_strings(value: &Value, out: &mut Vec<String>) {
+    if let Some((name, arg)) = intrinsic(value) {
+        if name == "Sub" {
+            match arg {
+                Value::String(s) => out.push(s.clone()),
+                Value::Sequence(parts) => {
+                    out.extend(parts.first().and_then(Value::as_str).map(str::to_owned))
+                }
+                _ => {}
+            }
+        }
+    }
+    match value {
+        Value::Sequence(s) => s.iter().for_each(|v| sub_strings(v, out)),
+        Value::Mapping(m) => m.values().for_each(|v| sub_strings(v, out)),
+        Value::Tagged(t) => sub_strings(&t.value, out),
+        _ => {}
+    }
+}
+
+/// The HTTP API's authorizers by name.
+fn http_api_authorizers(t: &Value) -> Vec<(&str, &Value)> {
+    mapping(
+        at(
+            t,
+            &["Resources", HTTP_API, "Properties", "Auth", "Authorizers"],
+        ),
+        "HttpApi Auth.Authorizers",
+    )
+    .iter()
+    .map(|(k, v)| (string(k, "an authorizer's name"), v))
+    .collect()
 }
