@@ -41,6 +41,7 @@ use shared::config::{
 use shared::lambda_http::request::RequestContext;
 use shared::lambda_http::RequestExt;
 use shared::provisioning::{classify, Kind, DETAIL_TYPE};
+use shared::telemetry::Metric;
 use support::workspace_root;
 
 const SERVERLESS_FUNCTION: &str = "AWS::Serverless::Function";
@@ -2611,27 +2612,15 @@ const ALARM: &str = "AWS::CloudWatch::Alarm";
 const ALARM_TOPIC: &str = "AlarmTopic";
 const ALARM_TOPIC_PARAMETER: &str = "AlarmTopicArn";
 /// Where the functions' custom metrics go (CloudWatch Embedded Metric
-/// Format), each with the one dimension `Service` = the stack's name.
-const METRICS_NAMESPACE: &str = "OrganizationService";
-const SERVICE_DIMENSION: &str = "Service";
+/// Format), each with the one dimension `Service` = the stack's name: the
+/// code's own names, so that the template and the code cannot drift apart.
+const METRICS_NAMESPACE: &str = shared::telemetry::metric::NAMESPACE;
+const SERVICE_DIMENSION: &str = shared::telemetry::metric::SERVICE_DIMENSION;
 /// The custom metrics the functions emit: what the dashboard shows and the
 /// outbox alarm reads.
-const CUSTOM_METRICS: [&str; 13] = [
-    "OrganizationsCreated",
-    "OrganizationsRenamed",
-    "OrganizationsDeleted",
-    "LoginSucceeded",
-    "LoginFailed",
-    "LoginThrottled",
-    "ProvisioningSucceeded",
-    "ProvisioningRejected",
-    "ProvisioningFailed",
-    "OutboxPublished",
-    "OutboxPending",
-    "OutboxOldestPendingAge",
-    "ColdStart",
-];
-const OUTBOX_AGE_METRIC: &str = "OutboxOldestPendingAge";
+fn custom_metrics() -> impl Iterator<Item = &'static str> {
+    Metric::ALL.into_iter().map(|m| m.name())
+}
 const OUTBOX_AGE_PARAMETER: &str = "OutboxAgeAlarmSeconds";
 
 /// The `Properties` of alarm `id`, which must be an alarm.
@@ -2876,7 +2865,7 @@ fn the_outbox_alarm_reads_the_oldest_pending_age_under_the_service_dimension_alo
 
     assert_eq!(
         watched_metric(props, "OutboxBacklogAlarm"),
-        (METRICS_NAMESPACE, OUTBOX_AGE_METRIC)
+        (METRICS_NAMESPACE, Metric::OutboxOldestPendingAge.name())
     );
     assert_eq!(
         dimension_refs(at(props, &["Dimensions"])),
@@ -3142,7 +3131,7 @@ fn the_dashboard_shows_every_alarm_each_routes_duration_and_every_custom_metric(
             );
         }
     }
-    for metric in CUSTOM_METRICS {
+    for metric in custom_metrics() {
         assert!(
             lines.iter().any(|(ns, n, d, _)| ns == METRICS_NAMESPACE
                 && n == metric
