@@ -10,7 +10,8 @@ STATE="$ROOT/.local"
 mkdir -p "$STATE"
 
 # Pinned versions of the tools from the package registries.
-PY_TOOLS=(aws-sam-cli==1.170.0 cargo-lambda==1.9.2 ziglang==0.17.1 "moto[server]==5.2.5" schemathesis==4.32.5)
+PY_TOOLS=(aws-sam-cli==1.170.0 cargo-lambda==1.9.2 ziglang==0.17.1 "moto[server]==5.2.5" schemathesis==4.32.5
+  openapi-python-client==0.29.1 openapi-spec-validator==0.9.0)
 SECANTUS_VERSION=0.5.3-beta.196
 
 # The functions, one package each under functions/ (tests/template.rs holds
@@ -45,7 +46,7 @@ stop_started() {
 ensure_venv() {
   local stamp="$VENV/.tools-$(printf '%s\n' "${PY_TOOLS[@]}" | sha1sum | cut -c1-12)"
   if [ ! -f "$stamp" ]; then
-    log "installing Python-packaged tools into .venv (SAM CLI, cargo-lambda, zig, moto, schemathesis)"
+    log "installing Python-packaged tools into .venv (SAM CLI, cargo-lambda, zig, moto, schemathesis, openapi-python-client, openapi-spec-validator)"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}"
     touch "$stamp"
