@@ -10,9 +10,10 @@ STATE="$ROOT/.local"
 mkdir -p "$STATE"
 
 # Pinned versions of the tools from the package registries.
-# matplotlib draws make bench's charts (bench/charts.py).
+# matplotlib draws make bench's charts (bench/charts.py); openapi-python-client
+# and openapi-spec-validator check openapi.yaml (scripts/client_check.py).
 PY_TOOLS=(aws-sam-cli==1.170.0 cargo-lambda==1.9.2 ziglang==0.17.1 "moto[server]==5.2.5" schemathesis==4.32.5
-  matplotlib==3.11.2)
+  matplotlib==3.11.2 openapi-python-client==0.29.1 openapi-spec-validator==0.9.0)
 SECANTUS_VERSION=0.5.3-beta.196
 # cargo-deny checks licenses, bans and sources against deny.toml.
 CARGO_DENY_VERSION=0.20.2
@@ -49,7 +50,7 @@ stop_started() {
 ensure_venv() {
   local stamp="$VENV/.tools-$(printf '%s\n' "${PY_TOOLS[@]}" | sha1sum | cut -c1-12)"
   if [ ! -f "$stamp" ]; then
-    log "installing Python-packaged tools into .venv (SAM CLI, cargo-lambda, zig, moto, schemathesis, matplotlib)"
+    log "installing Python-packaged tools into .venv (SAM CLI, cargo-lambda, zig, moto, schemathesis, matplotlib, openapi-python-client, openapi-spec-validator)"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}"
     touch "$stamp"

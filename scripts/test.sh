@@ -26,6 +26,10 @@ log "template: sam validate --lint and cfn-lint"
 AWS_DEFAULT_REGION=us-east-1 sam validate --lint --template template.yaml
 cfn-lint template.yaml
 
+log "openapi.yaml: openapi-spec-validator, and the error models of a Python client generated from it"
+openapi-spec-validator openapi.yaml
+"$VENV/bin/python" scripts/client_check.py openapi.yaml
+
 start_mongo
 start_moto
 

@@ -9,11 +9,17 @@
 //!   handlers against the real database, and every answer is checked against
 //!   the document: the status is documented, and the content type, the
 //!   documented headers and the body match what it says of that status;
+//! - every error body is the one `Error` schema (the service's) or the one
+//!   `GatewayError` schema (API Gateway's own answers), and the gateway's
+//!   answers are documented exactly where the gateway gives them: its
+//!   throttle's 429 on every route, its Lambda authorizer's 401 and 403 on
+//!   the bearer routes, its IAM authorizer's 403 on the operators' route;
 //! - request bodies the handlers accept are valid by the document, and the
 //!   bodies the document refuses are refused by the handlers.
 //!
 //! No documented status is exempt: a status the handlers cannot be driven to
-//! answer here does not belong in the document.
+//! answer here does not belong in the document, unless the document gives it
+//! to the gateway alone (and the gateway's answer is checked instead).
 
 mod support;
 
@@ -40,6 +46,10 @@ const OPERATION_METHODS: [&str; 8] = [
 /// Failed logins tried before concluding that login does not throttle
 /// (the policy locks after 5).
 const MAX_FAILED_LOGINS: usize = 30;
+/// The one body of the service's errors.
+const ERROR_SCHEMA: &str = "/components/schemas/Error";
+/// The one body of API Gateway's own answers (`{"message": ...}`).
+const GATEWAY_ERROR_SCHEMA: &str = "/components/schemas/GatewayError";
 
 // ------------------------------------------------------------ the document
 
@@ -139,6 +149,47 @@ fn documented_statuses(method: &str, path: &str) -> BTreeSet<u16> {
         .collect()
 }
 
+/// Who gives the answers the response at `at` (a resolved pointer) describes:
+/// the service's functions, the gateway itself, or either. Its JSON schema is
+/// one schema or a `oneOf` of them; an alternative that is `GatewayError` is
+/// the gateway's, any other the service's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Answerers {
+    service: bool,
+    gateway: bool,
+}
+
+fn answerers(at: &str) -> Answerers {
+    let schema = format!("{at}/content/application~1json/schema");
+    let alternatives: Vec<String> = match resolve(&schema).1.get("oneOf") {
+        Some(Value::Array(items)) => (0..items.len())
+            .map(|i| format!("{schema}/oneOf/{i}"))
+            .collect(),
+        _ => vec![schema],
+    };
+    let mut who = Answerers {
+        service: false,
+        gateway: false,
+    };
+    for alternative in alternatives {
+        if resolve(&alternative).0 == GATEWAY_ERROR_SCHEMA {
+            who.gateway = true;
+        } else {
+            who.service = true;
+        }
+    }
+    who
+}
+
+/// The resolved pointer of a route's documented response to `status`.
+fn response_at(method: &str, path: &str, status: u16) -> String {
+    resolve(&format!(
+        "{}/responses/{status}",
+        operation_pointer(method, path)
+    ))
+    .0
+}
+
 /// The route's request body schema, as a pointer.
 fn request_schema(method: &str, path: &str) -> String {
     let pointer = format!(
@@ -181,8 +232,46 @@ fn local_router_routes() -> BTreeSet<(String, String)> {
 // ------------------------------------------------------- answers checked
 
 /// Checks one answer of the handlers against what the document says of its
-/// route and status; panics naming the difference.
+/// route and status, and against what it says of every answer of the service
+/// (which a response that the gateway's answers share cannot mark required:
+/// `Cache-Control`, a 429's `Retry-After`, the `Error` body with one of the
+/// response's `x-error-codes`); panics naming the difference.
 fn assert_documented(method: &str, path: &str, r: &Reply) {
+    assert_conforms(method, path, r);
+    let route = format!("{method} {path} {}", r.status);
+    let at = response_at(method, path, r.status);
+    assert!(
+        answerers(&at).service,
+        "{route}: the document gives this status to the gateway alone; body: {}",
+        r.body
+    );
+    let header = |name: &str| r.response.headers().get(name).map(|v| v.to_str().unwrap());
+    assert_eq!(header("cache-control"), Some("no-store"), "{route}");
+    if r.status < 400 {
+        return;
+    }
+    let wrong = violations(ERROR_SCHEMA, true, &r.body);
+    assert!(
+        wrong.is_empty(),
+        "{route}: the body is not the service's Error:\n{}\n{wrong:#?}",
+        r.body
+    );
+    let codes = &resolve(&at).1["x-error-codes"];
+    assert!(
+        codes
+            .as_array()
+            .is_some_and(|codes| codes.contains(&r.body["error"]["code"])),
+        "{route}: code {} is not among the response's x-error-codes {codes}",
+        r.body["error"]["code"]
+    );
+    if r.status == 429 {
+        assert!(header("retry-after").is_some(), "{route}: no Retry-After");
+    }
+}
+
+/// Checks one answer, the service's or the gateway's, against what the
+/// document says of its route and status; panics naming the difference.
+fn assert_conforms(method: &str, path: &str, r: &Reply) {
     let route = format!("{method} {path} {}", r.status);
     let at = format!("{}/responses/{}", operation_pointer(method, path), r.status);
     assert!(
@@ -270,9 +359,14 @@ impl RouteProbe {
         r
     }
 
-    /// Every documented status of the route was produced.
+    /// Every documented status of the route that the service answers was
+    /// produced (those of the gateway alone are checked by
+    /// `the_gateways_own_answers_are_documented_exactly_where_the_gateway_gives_them`).
     fn assert_every_documented_status_was_produced(&self) {
-        let documented = documented_statuses(self.method, self.path);
+        let documented: BTreeSet<u16> = documented_statuses(self.method, self.path)
+            .into_iter()
+            .filter(|&s| answerers(&response_at(self.method, self.path, s)).service)
+            .collect();
         let missing: Vec<&u16> = documented.difference(&self.produced).collect();
         assert!(
             missing.is_empty(),
@@ -467,18 +561,22 @@ async fn the_sigv4_scheme_is_documented_on_exactly_the_routes_behind_iam() {
 }
 
 #[test]
-fn the_document_is_openapi_3_1_and_every_answer_is_json_and_never_cached() {
+fn the_document_is_openapi_3_1_and_every_answer_of_the_service_is_json_and_never_cached() {
     assert_eq!(document()["openapi"], "3.1.0");
+    let codes = document()
+        .pointer(&format!(
+            "{ERROR_SCHEMA}/properties/error/properties/code/enum"
+        ))
+        .and_then(Value::as_array)
+        .expect("Error names its codes");
     for (method, path) in documented_routes() {
         if operation(&method, &path).get("requestBody").is_some() {
             validator(&request_schema(&method, &path), false);
         }
         for status in documented_statuses(&method, &path) {
             let route = format!("{method} {path} {status}");
-            let (at, response) = resolve(&format!(
-                "{}/responses/{status}",
-                operation_pointer(&method, &path)
-            ));
+            let at = response_at(&method, &path, status);
+            let response = resolve(&at).1;
             let media: Vec<&String> = response["content"]
                 .as_object()
                 .unwrap_or_else(|| panic!("{route} documents no content"))
@@ -487,13 +585,136 @@ fn the_document_is_openapi_3_1_and_every_answer_is_json_and_never_cached() {
             assert_eq!(media, ["application/json"], "{route}");
             validator(&format!("{at}/content/application~1json/schema"), true);
 
+            let who = answerers(&at);
+            if !who.service {
+                let headers = response.get("headers").and_then(Value::as_object);
+                assert!(
+                    headers.is_none_or(|h| h.is_empty()),
+                    "{route}: the gateway's own answer carries none of the service's headers"
+                );
+                continue;
+            }
+            // Required, unless the gateway's answers (which have neither)
+            // share the status; assert_documented checks every answer of the
+            // service for them all the same.
             let (_, cache_control) = resolve(&format!("{at}/headers/Cache-Control"));
-            assert_eq!(cache_control["required"], true, "{route}");
+            assert_eq!(cache_control["required"], !who.gateway, "{route}");
             assert_eq!(cache_control["schema"]["const"], "no-store", "{route}");
             if status == 429 {
                 let (_, retry_after) = resolve(&format!("{at}/headers/Retry-After"));
-                assert_eq!(retry_after["required"], true, "{route}");
+                assert_eq!(retry_after["required"], !who.gateway, "{route}");
             }
+            if status >= 400 {
+                let listed = response["x-error-codes"]
+                    .as_array()
+                    .filter(|listed| !listed.is_empty())
+                    .unwrap_or_else(|| panic!("{route}: the response lists no x-error-codes"));
+                for code in listed {
+                    assert!(
+                        codes.contains(code),
+                        "{route}: x-error-codes names {code}, which Error does not have"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_error_response_refers_to_the_one_error_body_of_the_service_or_of_the_gateway() {
+    let allowed = [ERROR_SCHEMA, GATEWAY_ERROR_SCHEMA].map(|p| json!(format!("#{p}")));
+    for (method, path) in documented_routes() {
+        for status in documented_statuses(&method, &path) {
+            if status < 400 {
+                continue;
+            }
+            let route = format!("{method} {path} {status}");
+            let declared = &operation(&method, &path)["responses"][status.to_string()];
+            assert!(
+                declared["$ref"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("#/components/responses/")),
+                "{route}: an error response is a $ref to components/responses, not {declared}"
+            );
+            let at = response_at(&method, &path, status);
+            let schema = &resolve(&at).1["content"]["application/json"]["schema"];
+            let alternatives: Vec<&Value> = match schema.get("oneOf") {
+                Some(Value::Array(items)) => {
+                    assert_eq!(schema.as_object().unwrap().len(), 1, "{route}: {schema}");
+                    items.iter().collect()
+                }
+                _ => vec![schema],
+            };
+            for alternative in alternatives {
+                let is_ref = alternative.as_object().is_some_and(|o| o.len() == 1)
+                    && allowed.contains(&alternative["$ref"]);
+                assert!(
+                    is_ref,
+                    "{route}: an error body is Error or GatewayError by $ref, never declared \
+                     in place: {alternative}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_gateways_own_answers_are_documented_exactly_where_the_gateway_gives_them() {
+    use shared::config::Auth;
+    use shared::lambda_http::http::{HeaderValue, StatusCode};
+    use shared::lambda_http::{Body, Response};
+
+    // The stage's throttle covers every route (RouteSettings only lower it
+    // on some): the gateway may answer 429 anywhere.
+    let path = workspace_root().join("template.yaml");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let template: serde_yaml::Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let apis: Vec<&serde_yaml::Value> = template["Resources"]
+        .as_mapping()
+        .expect("template.yaml has Resources")
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::Serverless::HttpApi"))
+        .collect();
+    assert_eq!(apis.len(), 1, "one HTTP API");
+    let defaults = &apis[0]["Properties"]["DefaultRouteSettings"];
+    for limit in ["ThrottlingBurstLimit", "ThrottlingRateLimit"] {
+        assert!(
+            defaults[limit].as_f64().is_some(),
+            "the HTTP API's DefaultRouteSettings set no {limit}"
+        );
+    }
+
+    for (method, path) in documented_routes() {
+        let auth = shared::config::Function::for_route(&method, &path)
+            .and_then(|f| f.route())
+            .unwrap_or_else(|| panic!("{method} {path} is no function's route"))
+            .auth;
+        let mut expected = vec![(429, "Too Many Requests")];
+        match auth {
+            // The Lambda authorizer: no Authorization header, or a token it refuses.
+            Auth::Bearer => expected.extend([(401, "Unauthorized"), (403, "Forbidden")]),
+            // The IAM authorizer: unsigned, badly signed, or not permitted.
+            Auth::Iam => expected.push((403, "Forbidden")),
+            Auth::Public => {}
+        }
+        let documented: BTreeSet<u16> = documented_statuses(&method, &path)
+            .into_iter()
+            .filter(|&s| answerers(&response_at(&method, &path, s)).gateway)
+            .collect();
+        let given: BTreeSet<u16> = expected.iter().map(|&(s, _)| s).collect();
+        assert_eq!(
+            documented, given,
+            "{method} {path}: the statuses documented as the gateway's own answers"
+        );
+        for (status, message) in expected {
+            // As API Gateway words it: JSON, and none of the service's headers.
+            let mut response = Response::new(Body::Text(json!({ "message": message }).to_string()));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            assert_conforms(&method, &path, &reply(response));
         }
     }
 }
