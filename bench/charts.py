@@ -75,7 +75,8 @@ class Chart(NamedTuple):
     caption: str  # when not drawn: why
 
 
-def _median(xs):
+def median(xs):
+    """The median of the values that are there; None when none is."""
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 
@@ -134,21 +135,21 @@ def cold_breakdown(harness, order):
         by_fn.setdefault(r["fn"], []).append(r)
     if not by_fn.get("hello"):
         return []
-    base = _median([r["total_ms"] for r in by_fn["hello"]])
+    base = median([r["total_ms"] for r in by_fn["hello"]])
     rows = []
     for fn in order:
         rs = by_fn.get(fn)
         if not rs:
             continue
-        total = _median([r["total_ms"] for r in rs])
+        total = median([r["total_ms"] for r in rs])
         parts = dict.fromkeys((c for c, _, _ in COMPONENTS), 0.0)
         if fn == "hello":
             parts["baseline"] = total
         else:
             splits = [network_split(r) for r in rs]
             for kind in NETWORK:
-                parts[kind] = _median([s[kind] for s in splits])
-            parts["bcrypt"] = _median([r["bcrypt_ref_ms"] for r in rs if "bcrypt_ref_ms" in r]) or 0.0
+                parts[kind] = median([s[kind] for s in splits])
+            parts["bcrypt"] = median([r["bcrypt_ref_ms"] for r in rs if "bcrypt_ref_ms" in r]) or 0.0
             parts["baseline"] = base
             parts["unexplained"] = total - sum(parts.values())
         rows.append({"fn": fn, "runs": len(rs), "total": total, "parts": parts})
@@ -289,7 +290,7 @@ def _rename_chart(plt, harness, path, bound):
     right_labels = False
     ax.set_xscale("log")
     ax.set_yscale("log")
-    medians = {key: {s: _median([r.get(key) for r in by_size[s]]) for s in sizes} for key, *_ in series}
+    medians = {key: {s: median([r.get(key) for r in by_size[s]]) for s in sizes} for key, *_ in series}
     for key, label, colour, marker, style, width in series:
         pts = [(s, m) for s, m in medians[key].items() if m and m > 0]
         if not pts:

@@ -12,12 +12,12 @@ import glob
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import charts
+from charts import median
 
 # One package per function under functions/ (tests/template.rs holds that set
 # equal to the code's table of functions and to template.yaml).
@@ -45,11 +45,6 @@ def load(path, default=None):
             return json.load(f)
     except (OSError, ValueError):
         return default
-
-
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
 
 
 def busy_ms(trips):
