@@ -216,8 +216,7 @@ impl App {
 
     /// Publishes what the outbox holds that is ready (the scheduled flush).
     /// Never fails the caller: what cannot be published now is retried by a
-    /// later flush.
-    /// Then it reads what is left for the outbox's metrics.
+    /// later flush. Then it reads what is left, for the outbox's metrics.
     pub async fn flush_events(&self) {
         if let Some((store, publisher)) = self.event_outlet().await {
             report(crate::events::flush(store, publisher).await);
