@@ -30,6 +30,8 @@ BUDGET_RSS_KIB = 30 * 1024
 BUDGET_FLAT_KIB = 1024
 BUDGET_ZIP = 8 * MIB
 BUDGET_LOGIN_MS = 5.0
+# `make run` (cargo profile local) against release, p50 through the same front.
+BUDGET_RUN_RATIO = 1.2
 # From this many documents a rename must beat `$out`+`drop`; below it the
 # data is too small to matter and the comparison is with the service's own
 # round trips (a crash-safe rename makes nine where `$out`+`drop` makes two).
@@ -514,6 +516,37 @@ def main():
         ))
         chart_of[sections[-1][0]] = "warm"
 
+    # -------------------------------------------------------------- make run
+    run_rows = []
+    for route in ["get", "login"]:
+        figures = {p: load(os.path.join(results, f"run-{p}-{route}.json")) for p in ["release", "local"]}
+        if not all(figures.values()):
+            continue
+        rel, loc = figures["release"], figures["local"]
+        for profile, w in figures.items():
+            run_rows.append([route, profile, w["requests"], f"{w['p50_us'] / 1000:.2f}",
+                             f"{w['p99_us'] / 1000:.2f}", w["non2xx"]])
+        ratio = loc["p50_us"] / rel["p50_us"]
+        failed = loc["non2xx"] + rel["non2xx"] + loc["socket_errors"] + rel["socket_errors"]
+        budgets.append((ratio <= BUDGET_RUN_RATIO and failed == 0, (
+            f"make run {route} (cargo profile local): p50 {loc['p50_us'] / 1000:.2f} ms against release "
+            f"{rel['p50_us'] / 1000:.2f} ms through the same local API, ×{ratio:.2f} (budget ×{BUDGET_RUN_RATIO})"
+            + (f"; {failed} requests failed" if failed else "")
+        )))
+    if run_rows:
+        built = meta.get("local_build_seconds")
+        sections.append((
+            f"`make run`'s build against release: wrk, one connection, {meta.get('wrk_seconds', '?')} s per row, "
+            "through local-api",
+            ["route", "profile", "requests", "p50 ms", "p99 ms", "non-2xx"],
+            run_rows,
+            ("`make run` serves target/local (Cargo.toml's `local` profile: release without whole-program LTO, "
+             "16 codegen units, incremental) through local-api, the front `make run` and `make test` use; "
+             "release is the same front serving target/release. "
+             + (f"Building the local profile took {built} s in this run (up to date or incremental, depending "
+                "on what was built before)." if isinstance(built, int) else "")).rstrip(),
+        ))
+
     # ---------------------------------------------------------------- bcrypt
     if bcrypt:
         rows = []
@@ -661,6 +694,10 @@ METHOD = [
     "- **Warm latency.** `wrk` (Debian package) for a fixed duration with a fixed number of connections "
     "against `cargo lambda watch --release` serving the contract's paths, with `JWT_SECRET` and `MONGODB_URI` "
     "given directly (as `make run`). Creates use a new name per request (bench/wrk/create.lua).",
+    "- **`make run`.** The same wrk scripts at one connection against local-api (the front of `make run` "
+    "and `make test`) serving first the release binaries, then the `local` profile's that `make run` builds; "
+    "both on the same database, organization and signing key. The local profile's p50 may be at most "
+    "×1.2 the release one's for GET and for login.",
     "- **bcrypt.** `bench/bcrypt-cost` (release build, the `bcrypt` crate the service uses): one untimed verify, "
     "then 9 timed verifies per cost (median, min, max): the cost table. The budgets use the harness's own "
     "verifies instead, each beside the run it is compared with; the warm login budget is the median of "

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: the performance measurements on this machine, in one run:
 # release build, binary and zip sizes, bcrypt cost, cold start / memory /
-# rename scaling under the harness's Lambda Runtime API (bench/harness), and
-# warm latency with wrk against the local API. Prints one table with the
+# rename scaling under the harness's Lambda Runtime API (bench/harness),
+# warm latency with wrk against the local API, and `make run`'s build (the
+# local profile) against release for GET and login. Prints one table with the
 # ratios and budget checks and writes BENCHMARKS.md (bench/report.py) with
 # its charts in docs/ (bench/charts.py, matplotlib from .venv).
 #
@@ -100,6 +101,7 @@ cargo lambda watch --release --ignore-changes -A 127.0.0.1 -P "$API_PORT" \
   --env-var "RUST_LOG=warn" \
   >"$OUT/api.log" 2>&1 &
 STARTED_PIDS+=("$!")
+WATCH_PID=$!
 wait_for_port "$API_PORT" 600 "cargo lambda watch" || { tail -50 "$OUT/api.log" >&2; exit 1; }
 API="http://127.0.0.1:$API_PORT"
 ORG="wrk-main"
@@ -118,11 +120,30 @@ for route in get login create; do
     grep '^{"requests"' "$OUT/wrk-$route-c$c.txt" >"$OUT/wrk-$route-c$c.json"
   done
 done
+stop_pid "$WATCH_PID"
+
+log "make run's build (cargo profile local) against release: wrk GET and login, one connection, through local-api"
+build_started=$(date +%s)
+cargo build --profile local --workspace --bins --quiet
+local_build_seconds=$(( $(date +%s) - build_started ))
+for profile in release local; do
+  MASTER_DB="$API_DB" JWT_SECRET="$API_KEY" CREATE_LIMIT_PER_SOURCE_PER_HOUR=0 RUST_LOG=warn \
+    start_local_api "$ROOT/target/$profile" "$(free_port)"
+  API="$ORG_API_URL"
+  request GET "/org/get?organization_name=$ORG"
+  request POST /admin/login "{\"email\":\"admin@$ORG.example\",\"password\":\"correct-horse-battery\"}"
+  for route in get login; do
+    wrk -t1 -c1 -d"${SECONDS_PER_ROW}s" --timeout 30s -s "$BENCH_WRK_DIR/$route.lua" "$API" \
+      | grep '^{"requests"' >"$OUT/run-$profile-$route.json"
+  done
+  stop_pid "$API_PID"
+done
 "$BIN/harness" drop-database "$MONGODB_URI" "$API_DB" || log "could not drop $API_DB"
 stop_started
 
 cat >"$OUT/meta.json" <<JSON
-{"elapsed_seconds": $(( $(date +%s) - started )), "build_seconds": $build_seconds, "wrk_seconds": $SECONDS_PER_ROW,
+{"elapsed_seconds": $(( $(date +%s) - started )), "build_seconds": $build_seconds,
+ "local_build_seconds": $local_build_seconds, "wrk_seconds": $SECONDS_PER_ROW,
  "mongo": "$MONGO_DESC", "mongo_note": "$MONGO_NOTE",
  "moto": "$("$VENV/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null)"}
 JSON

@@ -29,15 +29,25 @@ STARTED_PIDS=()
 CLEANUP_DIRS=()
 log() { printf '==> %s\n' "$*" >&2; }
 
+# Stops one process this script started (TERM, then KILL after 5 s) and
+# forgets it.
+stop_pid() {
+  local pid=$1 kept=() p
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  for p in "${STARTED_PIDS[@]:-}"; do
+    [ -n "$p" ] && [ "$p" != "$pid" ] && kept+=("$p")
+  done
+  STARTED_PIDS=("${kept[@]:-}")
+}
+
 stop_started() {
   local pid
   for pid in "${STARTED_PIDS[@]:-}"; do
-    [ -n "$pid" ] || continue
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
+    [ -n "$pid" ] && stop_pid "$pid"
   done
   STARTED_PIDS=()
   local dir
@@ -148,16 +158,18 @@ LOCAL_API_VARS=(
 )
 
 # Serves the contract's routes with the local front (local-api/): each route
-# by its function's own binary (target/debug) under a Lambda Runtime API, the
-# request turned into the gateway's event. Exports ORG_API_URL. With
-# LOCAL_API_IAM_CALLER (an IAM ARN; tests only), every request is passed on
-# as signed by that principal, so the operators' route answers.
-start_local_api() { # port [extra variable names passed on]
-  local port=$1
-  shift
+# by its function's own binary, from the cargo output directory `bin_dir`
+# (target/debug for the tests, target/local for `make run`), under a Lambda
+# Runtime API, the request turned into the gateway's event. Exports
+# ORG_API_URL and API_PID; logs to $STATE/api.log. With LOCAL_API_IAM_CALLER
+# (an IAM ARN; tests only), every request is passed on as signed by that
+# principal, so the operators' route answers.
+start_local_api() { # bin_dir port [extra variable names passed on]
+  local bin=$1 port=$2
+  shift 2
   local names
   names="$(IFS=,; echo "${LOCAL_API_VARS[*]}${*:+,$*}")"
-  "$ROOT/target/debug/local-api" --manifest "$ROOT/Cargo.toml" --bin-dir "$ROOT/target/debug" \
+  "$bin/local-api" --manifest "$ROOT/Cargo.toml" --bin-dir "$bin" \
     --host 127.0.0.1 --port "$port" --pass "${names// /,}" \
     ${LOCAL_API_IAM_CALLER:+--iam-caller "$LOCAL_API_IAM_CALLER"} \
     >"$STATE/api.log" 2>&1 &

@@ -44,7 +44,7 @@ export E2E_MASTER_DB="e2e_$(date +%s)_$$"
 # listing's answers, not only its 403 (which the tests check without it).
 MASTER_DB="$E2E_MASTER_DB" JWT_SECRET="e2e-$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')" BCRYPT_COST=4 \
   CREATE_LIMIT_PER_SOURCE_PER_HOUR=0 LOCAL_API_IAM_CALLER="arn:aws:iam::123456789012:role/schemathesis" \
-  start_local_api "$(free_port)"
+  start_local_api "$ROOT/target/debug" "$(free_port)"
 
 log "cargo test"
 cargo test --workspace --features shared/failpoints 2>&1 | tee "$STATE/cargo-test.log"
