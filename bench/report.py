@@ -359,7 +359,7 @@ def main():
             b = base_rss["samples"][-1]["hwm_kib"]
             findings.append(
                 f"- Peak RSS over budget for {', '.join(r['fn'] for r in over)}; the baseline peaks at {b / 1024:.1f} MiB. "
-                "The gap is the service's own resident code and data (MongoDB driver, AWS SDK, TLS, tokio worker "
+                "The gap is the service's own resident code and data (MongoDB driver, AWS SDK, TLS, tokio runtime "
                 "threads); see the sizes table for how much code each binary maps."
             )
 

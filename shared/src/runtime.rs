@@ -1,6 +1,14 @@
 //! What every function's `main` runs: logs, then its [`App`] and the
 //! metrics recorder, then the Lambda runtime, each invocation tagged for the
 //! metrics before it runs and what it recorded written after it.
+//!
+//! All of it runs on one thread (tokio's current-thread scheduler). An
+//! execution environment serves one invocation at a time and gets at most a
+//! share of one vCPU below 1,769 MB, so a second worker thread has nothing to
+//! run in parallel; it would only move the driver's and the SDK's tasks
+//! between threads at every round trip, each move a wake-up across cores.
+//! bcrypt runs on tokio's blocking pool either way
+//! ([`crate::auth::verify_password`]).
 
 use std::future::Future;
 
@@ -15,46 +23,57 @@ use crate::App;
 
 /// Serves an HTTP route's function: `handler` answers each API Gateway
 /// request (payload format 2.0).
-pub async fn serve_http<F, Fut>(function: Function, handler: F) -> Result<(), Error>
+pub fn serve_http<F, Fut>(function: Function, handler: F) -> Result<(), Error>
 where
     F: Fn(&'static App, Request) -> Fut,
     Fut: Future<Output = Response<Body>> + Send,
 {
-    let (app, metrics) = start(function).await?;
-    lambda_http::run(lambda_http::service_fn(move |req: Request| {
-        if let Some(context) = req.lambda_context_ref() {
-            before(metrics, context);
-        }
-        let answer = handler(app, req);
-        async move {
-            let response = answer.await;
-            metrics.after_invocation();
-            Ok::<_, Error>(response)
-        }
-    }))
-    .await
+    block_on(async move {
+        let (app, metrics) = start(function).await?;
+        lambda_http::run(lambda_http::service_fn(move |req: Request| {
+            if let Some(context) = req.lambda_context_ref() {
+                before(metrics, context);
+            }
+            let answer = handler(app, req);
+            async move {
+                let response = answer.await;
+                metrics.after_invocation();
+                Ok::<_, Error>(response)
+            }
+        }))
+        .await
+    })
 }
 
 /// Serves a function that takes events of type `E`: the authorizer's
 /// requests, the create function's mixed inputs, the purge's schedule.
-pub async fn serve_events<E, R, F, Fut>(function: Function, handler: F) -> Result<(), Error>
+pub fn serve_events<E, R, F, Fut>(function: Function, handler: F) -> Result<(), Error>
 where
     E: DeserializeOwned,
     R: Serialize,
     F: Fn(&'static App, LambdaEvent<E>) -> Fut,
     Fut: Future<Output = Result<R, Error>>,
 {
-    let (app, metrics) = start(function).await?;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<E>| {
-        before(metrics, &event.context);
-        let answer = handler(app, event);
-        async move {
-            let outcome = answer.await;
-            metrics.after_invocation();
-            outcome
-        }
-    }))
-    .await
+    block_on(async move {
+        let (app, metrics) = start(function).await?;
+        lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<E>| {
+            before(metrics, &event.context);
+            let answer = handler(app, event);
+            async move {
+                let outcome = answer.await;
+                metrics.after_invocation();
+                outcome
+            }
+        }))
+        .await
+    })
+}
+
+fn block_on(serve: impl Future<Output = Result<(), Error>>) -> Result<(), Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve)
 }
 
 async fn start(function: Function) -> Result<(&'static App, Metrics), Error> {

@@ -6,7 +6,7 @@
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     run(service_fn(|_event: LambdaEvent<Value>| async {
         Ok::<_, Error>(json!({ "statusCode": 200, "body": "hello" }))

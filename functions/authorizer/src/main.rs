@@ -9,13 +9,11 @@ use shared::config::Function;
 use shared::lambda_runtime::{Error, LambdaEvent};
 use shared::{handlers, runtime};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
     runtime::serve_events(
         Function::Authorizer,
         |app, event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {
             Ok::<_, Error>(handlers::authorize(app, event.payload).await)
         },
     )
-    .await
 }

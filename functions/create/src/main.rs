@@ -8,7 +8,6 @@ use shared::config::Function;
 use shared::lambda_runtime::Error;
 use shared::{provisioning, runtime};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    runtime::serve_events(Function::Create, provisioning::handle).await
+fn main() -> Result<(), Error> {
+    runtime::serve_events(Function::Create, provisioning::handle)
 }

@@ -8,7 +8,6 @@ use shared::config::Function;
 use shared::lambda_runtime::Error;
 use shared::{handlers, runtime};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    runtime::serve_http(Function::List, handlers::list).await
+fn main() -> Result<(), Error> {
+    runtime::serve_http(Function::List, handlers::list)
 }

@@ -9,8 +9,7 @@ use shared::config::Function;
 use shared::lambda_runtime::{Error, LambdaEvent};
 use shared::runtime;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
     runtime::serve_events(
         Function::Purge,
         |app, _event: LambdaEvent<serde_json::Value>| async move {
@@ -23,5 +22,4 @@ async fn main() -> Result<(), Error> {
             }
         },
     )
-    .await
 }
