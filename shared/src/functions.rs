@@ -172,15 +172,16 @@ impl Function {
     /// The indexes the function ensures while it starts, on the connection
     /// its first request then uses: create all of them (its request spends
     /// hundreds of milliseconds in bcrypt first), update the unique ones its
-    /// rename claim relies on, restore and the listing those and the deleted
-    /// records' (a restore looks its record up by one, the listing reads
-    /// both sources in name order through them); the others none (a delete
-    /// claims nothing).
+    /// rename claim relies on, the listing those and the deleted records'
+    /// (it reads both sources in name order through them); the others none
+    /// (a delete claims nothing; a restore builds its indexes while it
+    /// checks the password, [`crate::store::Store::ensure_restore_indexes`],
+    /// so that they do not hold up the reads before it).
     pub fn indexes_at_start(self) -> StartIndexes {
         match self {
             Function::Create => StartIndexes::All,
             Function::Update => StartIndexes::Unique,
-            Function::Restore | Function::List => StartIndexes::UniqueAndDeleted,
+            Function::List => StartIndexes::UniqueAndDeleted,
             _ => StartIndexes::None,
         }
     }

@@ -47,20 +47,37 @@ pub async fn restore(app: &App, req: Request) -> Response<Body> {
             .as_ref()
             .and_then(|r| r.admin.as_ref())
             .map(|a| a.password_hash.as_str());
-        let matched = verify_password(&password, hash, app.config.bcrypt_cost).await?;
+        // The indexes the restore writes through are built while the
+        // password is checked, on a thread of its own; only a restore that
+        // goes on needs them.
+        let (matched, indexes) = tokio::join!(
+            verify_password(&password, hash, app.config.bcrypt_cost),
+            store.ensure_restore_indexes()
+        );
+        let matched = matched?;
         let Some(record) = record.filter(|_| matched) else {
             store.record_login_failure(&keys).await?;
             return Err(ApiError::no_deleted_organization());
         };
+        indexes?;
         if had_failures {
             store.clear_login_failures(&keys).await?;
         }
         let admin_id = record.admin.as_ref().map(|a| a.id.to_hex());
         let audit = audit_context(&req, Actor::Admin(admin_id.unwrap_or_default()));
-        let done = Box::pin(store.restore_org(record, new_name.as_ref(), &audit)).await?;
-        record_org(&done.org.id.to_hex());
-        app.publish_own_events(done.event.as_slice()).await;
-        Ok(json_response(200, &Organization::from(&done.org)))
+        let restored = Box::pin(store.restore_org(record, new_name.as_ref(), &audit)).await?;
+        let org = &restored.finished.org;
+        record_org(&org.id.to_hex());
+        let (removed, ()) = tokio::join!(
+            store.remove_restored_record(&restored),
+            app.publish_own_events(restored.finished.event.as_slice())
+        );
+        // The organization is back either way; a record left behind goes
+        // when it is next settled.
+        if let Err(e) = removed {
+            e.log();
+        }
+        Ok(json_response(200, &Organization::from(org)))
     })
     .await
 }

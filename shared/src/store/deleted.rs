@@ -5,7 +5,7 @@
 //! the record (`state` plus `pending`) and, for a restore, on the
 //! organization document too; see `docs/lifecycle.md`.
 
-use mongodb::bson::{doc, oid::ObjectId, DateTime};
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 
 use super::audit::{Action, AuditContext};
 use super::model::{
@@ -66,6 +66,32 @@ pub(super) enum Moved {
     Done,
     /// Neither the source nor the target exists.
     Missing,
+}
+
+/// A restore done as far as its caller needs: the organization active and
+/// its event recorded. What is left is removing the deleted record it came
+/// from, which waits for nothing else, so the caller runs
+/// [`Store::remove_restored_record`] beside publishing the event. A record
+/// that stays behind (a crash, a failed removal) is removed the next time
+/// anything settles it ([`Store::settle_record`]).
+#[must_use = "the deleted record stays until Store::remove_restored_record"]
+#[derive(Debug)]
+pub struct Restored {
+    pub finished: Finished,
+    /// The filter of the deleted record left to remove, if any.
+    record: Option<Document>,
+}
+
+impl Restored {
+    /// `finished` restoring `org` (the organization document `restoring`,
+    /// which names its operation).
+    fn of(finished: Finished, org: &OrgDoc) -> Self {
+        let record = org
+            .pending
+            .as_ref()
+            .map(|p| doc! { "organization_id": org.id, "pending.op_id": p.op_id });
+        Restored { finished, record }
+    }
 }
 
 impl Store {
@@ -308,8 +334,8 @@ impl Store {
     /// had `email`, in any state: the restore checks the password against
     /// it before it says anything. It does not wait for
     /// [`Store::ensure_deleted_indexes`]: those indexes are plain, so they
-    /// only speed this read up, and the restore function ensures them while
-    /// it starts; a cold start's first restore would otherwise hold its
+    /// only speed this read up, and the restore builds them while it checks
+    /// the password; a cold start's first restore would otherwise hold its
     /// password check back until they were built.
     pub async fn find_deleted(
         &self,
@@ -328,13 +354,13 @@ impl Store {
     /// been taken since. Steps, each idempotent: claim the record; insert
     /// the organization `restoring` (claims the name); insert the admin at
     /// its next token version; move the collection back; record the event;
-    /// activate; remove the record.
+    /// activate; and, by the caller, remove the record ([`Restored`]).
     pub async fn restore_org(
         &self,
         record: DeletedOrgDoc,
         new_name: Option<&OrgName>,
         audit: &AuditContext,
-    ) -> Result<Finished, ApiError> {
+    ) -> Result<Restored, ApiError> {
         let record = match record.state {
             DeletedState::Deleted => record,
             _ if !self.past_lease(record.pending.as_ref()) => {
@@ -354,7 +380,10 @@ impl Store {
                             .find_org(doc! { "_id": org_id, "state": OrgState::Active.as_str() })
                             .await?
                             .ok_or_else(not_found)?;
-                        return Ok(Finished { org, event: None });
+                        return Ok(Restored {
+                            finished: Finished { org, event: None },
+                            record: None,
+                        });
                     }
                 }
             }
@@ -443,14 +472,36 @@ impl Store {
             }));
         };
         failpoint::hit("restore:after_org_insert");
-        let (org, event) = self.finish_restore(&org).await?;
-        Ok(Finished { org, event })
+        let (done, event) = self.activate_restored(&org).await?;
+        Ok(Restored::of(Finished { org: done, event }, &org))
     }
 
-    /// Steps 3-7 of a restore, from the organization document `restoring`
-    /// (also what settles one abandoned past its lease). An email taken
-    /// meanwhile rolls the restore back: the organization stays deleted.
+    /// The last step of a restore: the deleted record it came from goes.
+    pub async fn remove_restored_record(&self, restored: &Restored) -> Result<(), ApiError> {
+        if let Some(record) = &restored.record {
+            self.deleted
+                .delete_one(record.clone())
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    /// Steps 3-7 of a restore, from the organization document `restoring`:
+    /// what settles one abandoned past its lease. An email taken meanwhile
+    /// rolls the restore back: the organization stays deleted.
     pub(super) async fn finish_restore(
+        &self,
+        org: &OrgDoc,
+    ) -> Result<(OrgDoc, Option<OutboxEntry>), ApiError> {
+        let (done, event) = self.activate_restored(org).await?;
+        let restored = Restored::of(Finished { org: done, event }, org);
+        self.remove_restored_record(&restored).await?;
+        Ok((restored.finished.org, restored.finished.event))
+    }
+
+    /// Steps 3-6 of a restore: admin, collection, event, activation.
+    async fn activate_restored(
         &self,
         org: &OrgDoc,
     ) -> Result<(OrgDoc, Option<OutboxEntry>), ApiError> {
@@ -496,10 +547,6 @@ impl Store {
             )
             .await?;
         failpoint::hit("restore:after_activate");
-        self.deleted
-            .delete_one(doc! { "organization_id": org.id, "pending.op_id": pending.op_id })
-            .await
-            .map_err(db_error)?;
         Ok((done, event))
     }
 

@@ -53,6 +53,7 @@ use crate::error::ApiError;
 pub use audit::{
     Action, Actor, AuditContext, AuditCursor, AuditEntry, AuditPage, DEFAULT_AUDIT_RETENTION,
 };
+pub use deleted::Restored;
 pub use idempotency::{Idempotent, IDEMPOTENCY_TTL};
 pub use listing::{ListCursor, ListPage, ListQuery, ListedOrganization, ListedState};
 pub use model::{
@@ -344,6 +345,14 @@ impl Store {
     /// execution environment: by former name and admin email (a restore's
     /// look-up), by state and purge time (a purge run's), by the operation
     /// that claimed one, and by name (the operator listing's order).
+    /// What a restore writes through: the unique indexes its inserts claim
+    /// names and emails by, and the deleted records' (it removes its record
+    /// by `pending.op_id`).
+    pub async fn ensure_restore_indexes(&self) -> Result<(), ApiError> {
+        self.ensure_unique_indexes().await?;
+        self.ensure_deleted_indexes().await
+    }
+
     pub async fn ensure_deleted_indexes(&self) -> Result<(), ApiError> {
         self.deleted_indexes
             .get_or_try_init(|| async {
