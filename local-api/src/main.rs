@@ -73,50 +73,46 @@ struct Options {
 }
 
 fn options() -> Result<Options, String> {
-    let mut args: BTreeMap<String, String> = BTreeMap::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let name = flag
-            .strip_prefix("--")
-            .ok_or_else(|| format!("unexpected argument {flag}\n{USAGE}"))?;
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        args.insert(name.to_owned(), value);
-    }
-    let need = |k: &str| {
-        args.get(k)
-            .cloned()
-            .ok_or_else(|| format!("--{k} is required\n{USAGE}"))
-    };
-    let parsed = |k: &str, default: &str| -> Result<u64, String> {
-        let v = args.get(k).map_or(default, String::as_str);
-        v.parse().map_err(|_| format!("--{k} {v}: not a number"))
-    };
-    let host: IpAddr = args
-        .get("host")
-        .map_or("127.0.0.1", String::as_str)
-        .parse()
-        .map_err(|e| format!("--host: {e}"))?;
-    Ok(Options {
-        manifest: need("manifest")?.into(),
-        bin_dir: need("bin-dir")?.into(),
-        host,
-        port: u16::try_from(parsed("port", "3000")?).map_err(|_| "--port: out of range")?,
+    let mut args = pico_args::Arguments::from_env();
+    let usage = |e: pico_args::Error| format!("{e}\n{USAGE}");
+    let opts = Options {
+        manifest: args.value_from_str("--manifest").map_err(usage)?,
+        bin_dir: args.value_from_str("--bin-dir").map_err(usage)?,
+        host: args
+            .opt_value_from_str("--host")
+            .map_err(usage)?
+            .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        port: args
+            .opt_value_from_str("--port")
+            .map_err(usage)?
+            .unwrap_or(3000),
         pass: args
-            .get("pass")
-            .map(|names| {
-                names
+            .opt_value_from_fn("--pass", |names: &str| -> Result<Vec<String>, String> {
+                Ok(names
                     .split(',')
                     .map(str::trim)
                     .filter(|n| !n.is_empty())
                     .map(str::to_owned)
-                    .collect()
+                    .collect())
             })
+            .map_err(usage)?
             .unwrap_or_default(),
-        timeout: Duration::from_secs(parsed("timeout-secs", "30")?),
-        max_environments: usize::try_from(parsed("max-environments", "4")?)
-            .map_err(|_| "--max-environments: out of range")?,
-        iam_caller: args.get("iam-caller").cloned(),
-    })
+        timeout: Duration::from_secs(
+            args.opt_value_from_str("--timeout-secs")
+                .map_err(usage)?
+                .unwrap_or(30),
+        ),
+        max_environments: args
+            .opt_value_from_str("--max-environments")
+            .map_err(usage)?
+            .unwrap_or(4),
+        iam_caller: args.opt_value_from_str("--iam-caller").map_err(usage)?,
+    };
+    let rest = args.finish();
+    if !rest.is_empty() {
+        return Err(format!("unexpected arguments {rest:?}\n{USAGE}"));
+    }
+    Ok(opts)
 }
 
 struct Front {

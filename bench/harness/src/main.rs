@@ -25,7 +25,6 @@ mod pages;
 mod proxy;
 mod runtime;
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,50 +60,65 @@ struct Options {
 }
 
 fn options() -> Result<Options, String> {
-    let mut args: BTreeMap<String, String> = BTreeMap::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let name = flag
-            .strip_prefix("--")
-            .ok_or_else(|| format!("unexpected argument {flag}\n{USAGE}"))?;
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        args.insert(name.to_owned(), value);
-    }
-    let take = |k: &str| args.get(k).cloned();
-    let need = |k: &str| take(k).ok_or_else(|| format!("--{k} is required\n{USAGE}"));
+    let mut args = pico_args::Arguments::from_env();
+    let usage = |e: pico_args::Error| format!("{e}\n{USAGE}");
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let number = |k: &str, default: usize| -> Result<usize, String> {
-        take(k).map_or(Ok(default), |v| v.parse().map_err(|_| format!("--{k} {v}")))
+    let list = |s: &str| -> Result<Vec<String>, String> {
+        Ok(s.split(',').map(|v| v.trim().to_owned()).collect())
     };
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    Ok(Options {
-        bin_dir: need("bin-dir")?.into(),
-        events: need("events")?.into(),
-        out: need("out")?.into(),
-        log: need("log")?.into(),
-        mongodb_uri: take("mongodb-uri")
+    let opts = Options {
+        bin_dir: args.value_from_str("--bin-dir").map_err(usage)?,
+        events: args.value_from_str("--events").map_err(usage)?,
+        out: args.value_from_str("--out").map_err(usage)?,
+        log: args.value_from_str("--log").map_err(usage)?,
+        mongodb_uri: args
+            .opt_value_from_str("--mongodb-uri")
+            .map_err(usage)?
             .or_else(|| env("MONGODB_URI"))
             .ok_or("MONGODB_URI is not set")?,
-        aws_endpoint: take("aws-endpoint")
+        aws_endpoint: args
+            .opt_value_from_str("--aws-endpoint")
+            .map_err(usage)?
             .or_else(|| env("AWS_ENDPOINT_URL"))
             .ok_or("AWS_ENDPOINT_URL is not set (the local Secrets Manager)")?,
-        runs: number("runs", 20)?,
-        warm: number("warm", 1000)?,
-        sizes: take("sizes")
-            .unwrap_or_else(|| "1,10000,100000".into())
-            .split(',')
-            .map(|s| s.trim().parse().map_err(|_| format!("--sizes {s}")))
-            .collect::<Result<_, _>>()?,
-        phases: take("phases")
-            .unwrap_or_else(|| "cold,rss,rename,pages".into())
-            .split(',')
-            .map(str::to_owned)
-            .collect(),
-        db: take("db").unwrap_or_else(|| format!("bench_{stamp}")),
-    })
+        runs: args
+            .opt_value_from_str("--runs")
+            .map_err(usage)?
+            .unwrap_or(20),
+        warm: args
+            .opt_value_from_str("--warm")
+            .map_err(usage)?
+            .unwrap_or(1000),
+        sizes: args
+            .opt_value_from_fn("--sizes", |s: &str| {
+                s.split(',')
+                    .map(|v| v.trim().parse().map_err(|_| format!("--sizes {v}")))
+                    .collect::<Result<Vec<u64>, String>>()
+            })
+            .map_err(usage)?
+            .unwrap_or_else(|| vec![1, 10_000, 100_000]),
+        phases: args
+            .opt_value_from_fn("--phases", list)
+            .map_err(usage)?
+            .unwrap_or_else(|| {
+                ["cold", "rss", "rename", "pages"]
+                    .map(str::to_owned)
+                    .to_vec()
+            }),
+        db: args
+            .opt_value_from_str("--db")
+            .map_err(usage)?
+            .unwrap_or_else(|| format!("bench_{stamp}")),
+    };
+    let rest = args.finish();
+    if !rest.is_empty() {
+        return Err(format!("unexpected arguments {rest:?}\n{USAGE}"));
+    }
+    Ok(opts)
 }
 
 /// The MongoDB URI the functions get: the same server through the proxy,
