@@ -178,7 +178,6 @@ impl Store {
                 Some(org.id),
                 Action::AdminEmailChanged,
                 audit,
-                "succeeded",
             ));
         }
         if change.password_hash.is_some() {
@@ -187,7 +186,6 @@ impl Store {
                 Some(org.id),
                 Action::AdminPasswordChanged,
                 audit,
-                "succeeded",
             ));
         }
         let mut set = Document::new();

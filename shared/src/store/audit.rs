@@ -46,6 +46,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// The entry's `outcome`: how the attempt ended (an operation recorded
+    /// has succeeded).
+    fn outcome(self) -> &'static str {
+        match self {
+            Action::LoginFailed => "failed",
+            Action::LoginThrottled => "throttled",
+            _ => "succeeded",
+        }
+    }
+
     /// Counts the outcome in its metric, where it has one: every outcome
     /// the audit trail records is counted where it is recorded, once.
     fn count(self) {
@@ -174,7 +184,6 @@ impl Store {
         organization_id: Option<ObjectId>,
         action: Action,
         context: &AuditContext,
-        outcome: &str,
     ) -> AuditEntry {
         let at = DateTime::now();
         AuditEntry {
@@ -183,7 +192,7 @@ impl Store {
             at,
             action,
             context: context.clone(),
-            outcome: outcome.to_owned(),
+            outcome: action.outcome().to_owned(),
             expires_at: later(at, self.audit_retention),
         }
     }
@@ -204,7 +213,6 @@ impl Store {
             Some(organization_id),
             action,
             context.unwrap_or(&fallback),
-            "succeeded",
         );
         match self.audit.insert_one(&entry).await {
             Ok(_) => {
@@ -244,13 +252,8 @@ impl Store {
         action: Action,
         context: &AuditContext,
     ) {
-        let outcome = match action {
-            Action::LoginFailed => "failed",
-            Action::LoginThrottled => "throttled",
-            _ => "succeeded",
-        };
         action.count();
-        let entry = self.audit_entry(ObjectId::new(), organization_id, action, context, outcome);
+        let entry = self.audit_entry(ObjectId::new(), organization_id, action, context);
         if let Err(e) = self.audit.insert_one(&entry).await {
             tracing::error!(error = %e, action = ?action, "audit entry not written");
         }
