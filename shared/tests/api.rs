@@ -214,11 +214,7 @@ async fn repeated_failures_lock_that_email_from_that_address_for_a_bounded_time(
 
     assert_eq!(locked.status, 429, "{}", locked.body);
     assert_eq!(locked.body["error"]["code"], "too_many_requests");
-    let retry_after: u64 = locked.response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after: u64 = locked.retry_after();
     assert!((1..=2).contains(&retry_after), "{retry_after}");
     assert_eq!(
         elsewhere.status, 200,
@@ -237,11 +233,7 @@ async fn repeated_failures_lock_that_email_from_that_address_for_a_bounded_time(
         .call(login_from(attacker, "a@acme.example", PASSWORD))
         .await;
     assert_eq!(relocked.status, 429);
-    let capped: u64 = relocked.response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let capped: u64 = relocked.retry_after();
     assert!((2..=3).contains(&capped), "{capped}");
 
     // After the lock, the right password works and clears the record of
@@ -300,10 +292,7 @@ async fn renaming_moves_the_collection_and_keeps_the_ids() {
     let (created, token) = t.create_and_login("acme").await;
 
     let r = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "Acme-Two"}),
-        ))
+        .update(&token, json!({"organization_name": "Acme-Two"}))
         .await;
 
     assert_eq!(r.status, 200, "{}", r.body);
@@ -316,10 +305,7 @@ async fn renaming_moves_the_collection_and_keeps_the_ids() {
     assert_eq!(t.call(get_org("acme-two")).await.status, 200);
     // The token names the immutable id, so it still works after the rename.
     let again = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "acme-three"}),
-        ))
+        .update(&token, json!({"organization_name": "acme-three"}))
         .await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_invariants(&t).await;
@@ -333,10 +319,7 @@ async fn a_rename_keeps_every_document_and_index_of_the_tenant() {
     fill_tenant(&t, "org_big", 5_000).await;
 
     let r = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "bigger"}),
-        ))
+        .update(&token, json!({"organization_name": "bigger"}))
         .await;
 
     assert_eq!(r.status, 200, "{}", r.body);
@@ -364,9 +347,7 @@ async fn renaming_to_a_taken_name_is_409_and_changes_nothing() {
     t.create("two", "a@two.example").await;
     let before = t.snapshot().await;
 
-    let r = t
-        .call(update(Some(&token), &json!({"organization_name": "two"})))
-        .await;
+    let r = t.update(&token, json!({"organization_name": "two"})).await;
 
     assert_eq!(r.status, 409);
     assert_eq!(r.body["error"]["code"], "organization_exists");
@@ -380,11 +361,7 @@ async fn the_admin_can_change_email_and_password_with_or_without_a_rename() {
     let (_, token) = t.create_and_login("acme").await;
 
     let r = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "acme", "email": "new@acme.example", "password": "another-secret"}),
-        ))
-        .await;
+        .update(&token, json!({"organization_name": "acme", "email": "new@acme.example", "password": "another-secret"})).await;
 
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["organization_name"], "acme");
@@ -410,10 +387,10 @@ async fn changing_to_a_taken_email_is_409_and_undoes_the_rename_claim() {
     let before = t.snapshot().await;
 
     let r = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "one-renamed", "email": "a@two.example"}),
-        ))
+        .update(
+            &token,
+            json!({"organization_name": "one-renamed", "email": "a@two.example"}),
+        )
         .await;
 
     assert_eq!(r.status, 409);

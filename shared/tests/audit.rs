@@ -36,11 +36,7 @@ fn actions(entries: &[Document]) -> Vec<String> {
 
 #[tokio::test]
 async fn each_action_and_login_attempt_leaves_exactly_one_entry_and_no_secret() {
-    let t = TestApp::throttled(shared::store::LoginThrottle {
-        max_failures: 1,
-        ..Default::default()
-    })
-    .await;
+    let t = TestApp::locking_after(1).await;
     let created = t.create("acme", EMAIL).await;
     assert_eq!(created.status, 201);
     let token = t.login(EMAIL, PASSWORD).await;
@@ -48,18 +44,15 @@ async fn each_action_and_login_attempt_leaves_exactly_one_entry_and_no_secret() 
     assert_eq!(t.call(post("/admin/login", &bad)).await.status, 401);
     assert_eq!(t.call(post("/admin/login", &bad)).await.status, 429);
     let renamed = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "acme-2"}),
-        ))
+        .update(&token, json!({"organization_name": "acme-2"}))
         .await;
     assert_eq!(renamed.status, 200, "{}", renamed.body);
     let changed = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "acme-2", "email": "new@acme.example",
+        .update(
+            &token,
+            json!({"organization_name": "acme-2", "email": "new@acme.example",
                     "password": "a-new-strong-passphrase-7"}),
-        ))
+        )
         .await;
     assert_eq!(changed.status, 200, "{}", changed.body);
     let token = changed.body["access_token"].as_str().unwrap().to_owned();
@@ -139,18 +132,8 @@ async fn each_action_and_login_attempt_leaves_exactly_one_entry_and_no_secret() 
 async fn provisioning_records_its_source_as_the_actor() {
     let t = TestApp::new().await;
     let message = json!({"organization_name": "queued", "email": "admin@queued.example",
-                         "password_hash": "$2b$05$keN7EEi3UJYAro5wFnzN8u1wnB9K3UKeAf8NOtmTp6C208hSBbpkq"});
-    let batch = json!({"Records": [{
-        "messageId": "m-1", "receiptHandle": "r", "body": message.to_string(),
-        "attributes": {}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"
-    }]});
-    shared::provisioning::handle(
-        &t.app,
-        shared::lambda_runtime::LambdaEvent::new(batch, shared::lambda_runtime::Context::default()),
-    )
-    .await
-    .unwrap();
+                         "password_hash": HASH_COST_5});
+    deliver(&t.app, sqs(&[("m-1", message)])).await.unwrap();
 
     let all = entries(&t).await;
     assert_eq!(actions(&all), ["organization.created"]);
@@ -170,10 +153,7 @@ async fn the_trail_is_served_newest_first_to_its_own_organization_only() {
     let (_, token) = t.create_and_login("acme").await;
     let (_, other) = t.create_and_login("other").await;
     let renamed = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "acme-2"}),
-        ))
+        .update(&token, json!({"organization_name": "acme-2"}))
         .await;
     assert_eq!(renamed.status, 200);
 

@@ -54,14 +54,8 @@ async fn two_renames_of_one_organization_cannot_both_win() {
         let (_, token) = t.create_and_login("acme").await;
 
         let (a, b) = tokio::join!(
-            t.call(update(
-                Some(&token),
-                &json!({"organization_name": "acme-a"})
-            )),
-            t.call(update(
-                Some(&token),
-                &json!({"organization_name": "acme-b"})
-            )),
+            t.update(&token, json!({"organization_name": "acme-a"})),
+            t.update(&token, json!({"organization_name": "acme-b"})),
         );
 
         let statuses = sorted(vec![a.status, b.status]);
@@ -89,10 +83,7 @@ async fn a_rename_racing_a_delete_leaves_one_consistent_outcome() {
         let (_, token) = t.create_and_login("acme").await;
 
         let (renamed, deleted) = tokio::join!(
-            t.call(update(
-                Some(&token),
-                &json!({"organization_name": "acme-new"})
-            )),
+            t.update(&token, json!({"organization_name": "acme-new"})),
             t.call(delete(Some(&token), "acme")),
         );
 
@@ -115,8 +106,8 @@ async fn two_organizations_renamed_to_one_name_get_one_200_and_one_409() {
         let (_, two) = t.create_and_login("two").await;
 
         let (a, b) = tokio::join!(
-            t.call(update(Some(&one), &json!({"organization_name": "prize"}))),
-            t.call(update(Some(&two), &json!({"organization_name": "prize"}))),
+            t.update(&one, json!({"organization_name": "prize"})),
+            t.update(&two, json!({"organization_name": "prize"})),
         );
 
         assert_eq!(

@@ -451,25 +451,12 @@ async fn a_purge_killed_at_any_step_is_finished_by_the_next_run() {
 async fn a_provisioning_delivery_finishes_an_organization_half_made_by_a_crashed_one() {
     for point in failpoints("create:") {
         let t = lease_zero_app().await;
-        // A bcrypt hash of PASSWORD at cost 5: the queue takes no plaintext.
         let message = json!({"organization_name": "queued", "email": "admin@queued.example",
-                             "password_hash": "$2b$05$keN7EEi3UJYAro5wFnzN8u1wnB9K3UKeAf8NOtmTp6C208hSBbpkq"});
-        let batch = json!({"Records": [{
-            "messageId": "m-1", "receiptHandle": "r", "body": message.to_string(),
-            "attributes": {}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"
-        }]});
+                             "password_hash": HASH_COST_5});
+        let batch = sqs(&[("m-1", message)]);
         run_until_killed(&t, &batch.to_string(), point, &[]);
 
-        let redelivered = shared::provisioning::handle(
-            &t.app,
-            shared::lambda_runtime::LambdaEvent::new(
-                batch,
-                shared::lambda_runtime::Context::default(),
-            ),
-        )
-        .await
-        .unwrap();
+        let redelivered = deliver(&t.app, batch).await.unwrap();
 
         assert_eq!(redelivered["batchItemFailures"], json!([]), "{point}");
         assert_invariants(&t).await;
@@ -675,10 +662,7 @@ async fn a_delete_that_read_the_organization_before_a_rename_finished_deletes_no
         "delete:before_mark",
         async {
             let renamed = t
-                .call(update(
-                    Some(&token),
-                    &json!({"organization_name": "acme-new"}),
-                ))
+                .update(&token, json!({"organization_name": "acme-new"}))
                 .await;
             assert_eq!(renamed.status, 200, "{}", renamed.body);
         },

@@ -45,16 +45,7 @@ async fn each_fixture_event_gets_the_expected_status_from_its_function() {
 
     // The create function's other inputs (their outcomes in detail are in
     // tests/provisioning.rs).
-    let provision = |name: &str| {
-        let payload = serde_json::from_str(&fixture(name, "")).unwrap();
-        shared::provisioning::handle(
-            app,
-            shared::lambda_runtime::LambdaEvent::new(
-                payload,
-                shared::lambda_runtime::Context::default(),
-            ),
-        )
-    };
+    let provision = |name: &str| deliver(app, serde_json::from_str(&fixture(name, "")).unwrap());
     assert_eq!(
         provision("provision-schedule").await.unwrap()["status"],
         "flushed"

@@ -11,8 +11,6 @@ use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use serde_json::{json, Value};
 use shared::domain::OrgName;
 use shared::events::{self, Publisher};
-use shared::lambda_runtime::{Context, LambdaEvent};
-use shared::provisioning;
 use shared::store::{CredentialChange, Store};
 use shared::App;
 use support::*;
@@ -21,12 +19,6 @@ fn fixture(name: &str) -> Value {
     let path = format!("{}/../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
-}
-
-async fn deliver(app: &App, payload: Value) -> Result<Value, String> {
-    provisioning::handle(app, LambdaEvent::new(payload, Context::default()))
-        .await
-        .map_err(|e| e.to_string())
 }
 
 fn failed_ids(answer: &Value) -> Vec<String> {
@@ -342,10 +334,10 @@ async fn created_renamed_and_deleted_are_published_with_ids_names_and_no_secret(
 
     let (org, token) = t.create_and_login("acme").await;
     let updated = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "acme-two", "password": "another-secret"}),
-        ))
+        .update(
+            &token,
+            json!({"organization_name": "acme-two", "password": "another-secret"}),
+        )
         .await;
     assert_eq!(updated.status, 200);
     // The password change ended the old token and handed back a new one.

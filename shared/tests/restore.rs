@@ -54,10 +54,7 @@ async fn a_deleted_organization_is_gone_for_everyone_but_its_data_waits_under_it
         "no difference from an unknown email"
     );
     let stale = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "acme-2"}),
-        ))
+        .update(&token, json!({"organization_name": "acme-2"}))
         .await;
     assert_eq!(stale.status, 401, "{}", stale.body);
     let holding = format!("deleted_{}", org["organization_id"].as_str().unwrap());
@@ -116,10 +113,7 @@ async fn a_restore_brings_the_organization_back_with_its_data_and_no_old_session
         .unwrap();
     assert!(indexes.contains(&"sku_unique".to_owned()), "{indexes:?}");
     let stale = t
-        .call(update(
-            Some(&old_token),
-            &json!({"organization_name": "acme-2"}),
-        ))
+        .update(&old_token, json!({"organization_name": "acme-2"}))
         .await;
     assert_eq!(
         stale.status, 401,
@@ -127,10 +121,7 @@ async fn a_restore_brings_the_organization_back_with_its_data_and_no_old_session
     );
     let token = t.login(EMAIL, PASSWORD).await;
     let renamed = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "acme-2"}),
-        ))
+        .update(&token, json!({"organization_name": "acme-2"}))
         .await;
     assert_eq!(renamed.status, 200, "{}", renamed.body);
     assert_eq!(t.count("deleted_organizations", doc! {}).await, 0);
@@ -228,11 +219,7 @@ async fn wrong_credentials_a_live_organization_and_a_purged_one_are_the_same_404
 
 #[tokio::test]
 async fn restore_attempts_are_throttled_with_the_logins_of_that_email() {
-    let t = TestApp::throttled(shared::store::LoginThrottle {
-        max_failures: 3,
-        ..Default::default()
-    })
-    .await;
+    let t = TestApp::locking_after(3).await;
     deleted_acme(&t, 1).await;
 
     for _ in 0..3 {

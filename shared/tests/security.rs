@@ -12,21 +12,9 @@ use mongodb::bson::{doc, oid::ObjectId, DateTime};
 use serde_json::{json, Value};
 use shared::config::SecretSource;
 use shared::handlers;
-use shared::lambda_runtime::{Context, LambdaEvent};
-use shared::provisioning;
 use shared::secrets::SecretStore;
 use shared::store::LoginThrottle;
 use support::*;
-
-/// A bcrypt hash of [`PASSWORD`] at cost 5: above the tests' cost of 4, so a
-/// login against it is rehashed.
-const HASH_COST_5: &str = "$2b$05$keN7EEi3UJYAro5wFnzN8u1wnB9K3UKeAf8NOtmTp6C208hSBbpkq";
-
-async fn deliver(t: &TestApp, payload: Value) -> Result<Value, String> {
-    provisioning::handle(&t.app, LambdaEvent::new(payload, Context::default()))
-        .await
-        .map_err(|e| e.to_string())
-}
 
 fn eventbridge(detail: Value) -> Value {
     json!({
@@ -34,21 +22,6 @@ fn eventbridge(detail: Value) -> Value {
         "source": "billing.example", "account": "123456789012", "time": "2026-12-01T12:00:00Z",
         "region": "us-east-1", "resources": [], "detail": detail
     })
-}
-
-fn sqs(messages: &[(&str, Value)]) -> Value {
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|(id, body)| {
-            json!({
-                "messageId": id, "receiptHandle": "h", "body": body.to_string(),
-                "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
-                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
-                "awsRegion": "us-east-1"
-            })
-        })
-        .collect();
-    json!({ "Records": records })
 }
 
 fn failed(answer: &Value) -> Vec<&str> {
@@ -80,8 +53,8 @@ async fn provisioning_never_adopts_an_organization_someone_registered_first_over
     let before = t.snapshot().await;
     let request = json!({"organization_name": "acme", "email": "admin@acme.example", "password_hash": HASH_COST_5});
 
-    let over_the_bus = deliver(&t, eventbridge(request.clone())).await;
-    let over_the_queue = deliver(&t, sqs(&[("m1", request)])).await.unwrap();
+    let over_the_bus = deliver(&t.app, eventbridge(request.clone())).await;
+    let over_the_queue = deliver(&t.app, sqs(&[("m1", request)])).await.unwrap();
 
     let err = over_the_bus.expect_err("the bus request must fail into the dead-letter queue");
     assert!(err.contains("organization_exists"), "{err}");
@@ -99,13 +72,15 @@ async fn a_repeated_identical_provisioning_delivery_is_still_a_success() {
     let t = TestApp::new().await;
     let request = json!({"organization_name": "acme", "email": "admin@acme.example", "password_hash": HASH_COST_5});
 
-    let first = deliver(&t, eventbridge(request.clone())).await.unwrap();
-    let again = deliver(&t, eventbridge(request.clone())).await.unwrap();
-    let queued = deliver(&t, sqs(&[("m1", request.clone())])).await.unwrap();
+    let first = deliver(&t.app, eventbridge(request.clone())).await.unwrap();
+    let again = deliver(&t.app, eventbridge(request.clone())).await.unwrap();
+    let queued = deliver(&t.app, sqs(&[("m1", request.clone())]))
+        .await
+        .unwrap();
     // Same name and email with another hash is another request: refused.
     let mut other = request;
     other["password_hash"] = json!(HASH_COST_5.replace("keN7", "keN8"));
-    let different = deliver(&t, sqs(&[("m2", other)])).await.unwrap();
+    let different = deliver(&t.app, sqs(&[("m2", other)])).await.unwrap();
 
     assert_eq!(first["status"], "created");
     assert_eq!(again["status"], "exists");
@@ -121,11 +96,11 @@ async fn a_plaintext_provisioning_request_is_recognised_again_only_with_its_pass
     let request =
         json!({"organization_name": "acme", "email": "admin@acme.example", "password": PASSWORD});
 
-    let first = deliver(&t, eventbridge(request.clone())).await.unwrap();
-    let again = deliver(&t, eventbridge(request.clone())).await.unwrap();
+    let first = deliver(&t.app, eventbridge(request.clone())).await.unwrap();
+    let again = deliver(&t.app, eventbridge(request.clone())).await.unwrap();
     let mut other = request;
     other["password"] = json!("another-strong-passphrase-9");
-    let different = deliver(&t, eventbridge(other)).await;
+    let different = deliver(&t.app, eventbridge(other)).await;
 
     assert_eq!(first["status"], "created");
     assert_eq!(again["status"], "exists");
@@ -150,7 +125,7 @@ async fn a_crashed_http_create_is_not_finished_as_a_provisioning_requests_own() 
         .unwrap();
     let request = json!({"organization_name": "acme", "email": "admin@acme.example", "password_hash": HASH_COST_5});
 
-    let outcome = deliver(&t, eventbridge(request)).await;
+    let outcome = deliver(&t.app, eventbridge(request)).await;
 
     assert!(outcome.is_err(), "adopted: {outcome:?}");
     t.drop().await;
@@ -162,8 +137,10 @@ async fn plaintext_passwords_are_refused_on_the_queue_and_the_bus_and_never_dead
     let request =
         json!({"organization_name": "acme", "email": "admin@acme.example", "password": PASSWORD});
 
-    let queued = deliver(&t, sqs(&[("m1", request.clone())])).await.unwrap();
-    let bussed = deliver(&t, eventbridge(request)).await.unwrap();
+    let queued = deliver(&t.app, sqs(&[("m1", request.clone())]))
+        .await
+        .unwrap();
+    let bussed = deliver(&t.app, eventbridge(request)).await.unwrap();
 
     assert!(
         failed(&queued).is_empty(),
@@ -182,8 +159,10 @@ async fn a_provisioned_hash_above_the_maximum_cost_is_refused_and_login_stays_pr
     let request =
         json!({"organization_name": "acme", "email": "admin@acme.example", "password_hash": at_31});
 
-    let answer = deliver(&t, sqs(&[("m1", request.clone())])).await.unwrap();
-    let bussed = deliver(&t, eventbridge(request)).await;
+    let answer = deliver(&t.app, sqs(&[("m1", request.clone())]))
+        .await
+        .unwrap();
+    let bussed = deliver(&t.app, eventbridge(request)).await;
     let started = Instant::now();
     let login = t
         .call(post(
@@ -204,7 +183,7 @@ async fn a_provisioned_hash_above_the_maximum_cost_is_refused_and_login_stays_pr
 async fn a_login_rehashes_an_odd_cost_at_the_services_cost_and_still_works_after() {
     let t = TestApp::new().await;
     let request = json!({"organization_name": "acme", "email": "admin@acme.example", "password_hash": HASH_COST_5});
-    deliver(&t, eventbridge(request)).await.unwrap();
+    deliver(&t.app, eventbridge(request)).await.unwrap();
 
     t.login("admin@acme.example", PASSWORD).await;
     let rehashed = admin_doc(&t, "admin@acme.example").await;
@@ -224,10 +203,10 @@ async fn a_password_change_through_one_token_ends_the_others_and_hands_back_a_fr
     let second = t.login("admin@acme.example", PASSWORD).await;
 
     let changed = t
-        .call(update(
-            Some(&first),
-            &json!({"organization_name": "acme", "password": "a-new-strong-passphrase-7"}),
-        ))
+        .update(
+            &first,
+            json!({"organization_name": "acme", "password": "a-new-strong-passphrase-7"}),
+        )
         .await;
     assert_eq!(changed.status, 200, "{}", changed.body);
     let fresh = changed.body["access_token"].as_str().unwrap().to_owned();
@@ -250,10 +229,7 @@ async fn a_password_change_through_one_token_ends_the_others_and_hands_back_a_fr
             .is_authorized
     );
     let renamed = t
-        .call(update(
-            Some(&fresh),
-            &json!({"organization_name": "acme-2"}),
-        ))
+        .update(&fresh, json!({"organization_name": "acme-2"}))
         .await;
     assert_eq!(renamed.status, 200, "{}", renamed.body);
     assert!(
@@ -271,10 +247,10 @@ async fn an_email_change_ends_the_old_token() {
     let (_, old) = t.create_and_login("acme").await;
 
     let changed = t
-        .call(update(
-            Some(&old),
-            &json!({"organization_name": "acme", "email": "new@acme.example"}),
-        ))
+        .update(
+            &old,
+            json!({"organization_name": "acme", "email": "new@acme.example"}),
+        )
         .await;
     assert_eq!(changed.status, 200, "{}", changed.body);
     let refused = t.call(delete(Some(&old), "acme")).await;
@@ -324,23 +300,18 @@ async fn an_old_token_alone_cannot_change_credentials_but_a_current_password_can
     let new_password = "a-new-strong-passphrase-7";
 
     let stale = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "acme", "password": new_password}),
-        ))
+        .update(
+            &token,
+            json!({"organization_name": "acme", "password": new_password}),
+        )
         .await;
     let wrong = t
-        .call(update(Some(&token), &json!({"organization_name": "acme", "password": new_password, "current_password": "not-the-password"})))
-        .await;
+        .update(&token, json!({"organization_name": "acme", "password": new_password, "current_password": "not-the-password"})).await;
     let rename_only = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "acme-2"}),
-        ))
+        .update(&token, json!({"organization_name": "acme-2"}))
         .await;
     let with_current = t
-        .call(update(Some(&token), &json!({"organization_name": "acme-2", "password": new_password, "current_password": PASSWORD})))
-        .await;
+        .update(&token, json!({"organization_name": "acme-2", "password": new_password, "current_password": PASSWORD})).await;
 
     assert_eq!(stale.status, 401);
     assert_eq!(stale.body["error"]["code"], "reauthentication_required");
@@ -425,10 +396,10 @@ async fn a_guessable_password_is_refused_with_the_reason_on_create_and_on_change
         .await;
     let (_, token) = t.create_and_login("other").await;
     let change = t
-        .call(update(
-            Some(&token),
-            &json!({"organization_name": "other", "password": "qwerty12345"}),
-        ))
+        .update(
+            &token,
+            json!({"organization_name": "other", "password": "qwerty12345"}),
+        )
         .await;
 
     for r in [&weak, &named, &change] {
@@ -451,7 +422,7 @@ async fn the_organization_cap_refuses_creates_past_it_with_a_clear_code() {
 
     let third = t.create("three", "a@three.example").await;
     let provisioned = deliver(
-        &t,
+        &t.app,
         eventbridge(json!({"organization_name": "four", "email": "a@four.example", "password_hash": HASH_COST_5})),
     )
     .await;
@@ -483,11 +454,7 @@ async fn one_source_may_create_only_so_many_organizations_an_hour() {
     let elsewhere = t.call(create_from("203.0.113.9", "four")).await;
 
     assert_eq!(third.status, 429, "{}", third.body);
-    let retry_after: u64 = third.response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after: u64 = third.retry_after();
     assert!((1..=3600).contains(&retry_after), "{retry_after}");
     assert_eq!(elsewhere.status, 201, "{}", elsewhere.body);
     t.drop().await;
@@ -520,11 +487,7 @@ async fn guessing_from_many_addresses_locks_the_email_only_for_a_bounded_time_an
         .await;
     let locked = t.call(login_from(victim, "a@acme.example", PASSWORD)).await;
     assert_eq!(locked.status, 429, "{}", locked.body);
-    let retry_after: u64 = locked.response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after: u64 = locked.retry_after();
     assert!((1..=2).contains(&retry_after), "{retry_after}");
 
     // ...for the lock only, and one more failure after it locks nothing.

@@ -71,6 +71,17 @@ pub struct Reply {
     pub response: Response<Body>,
 }
 
+impl Reply {
+    /// The `Retry-After` header in seconds.
+    pub fn retry_after(&self) -> u64 {
+        self.response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
 impl TestApp {
     pub async fn new() -> Self {
         Self::with(|_| {}).await
@@ -104,6 +115,16 @@ impl TestApp {
             .with_login_throttle(policy);
         t.app = App::with_store(t.app.config.clone(), store, Some(test_tokens()));
         t
+    }
+
+    /// A test app whose login throttling locks after `max_failures`, with
+    /// the default window and lockout.
+    pub async fn locking_after(max_failures: i64) -> Self {
+        Self::throttled(LoginThrottle {
+            max_failures,
+            ..Default::default()
+        })
+        .await
     }
 
     /// A test app whose configuration `tweak` changes (limits, policies).
@@ -166,6 +187,11 @@ impl TestApp {
             &json!({"organization_name": name, "email": email, "password": PASSWORD}),
         ))
         .await
+    }
+
+    /// `PUT /org/update` with `token` as the bearer.
+    pub async fn update(&self, token: &str, body: Value) -> Reply {
+        self.call(update(Some(token), &body)).await
     }
 
     /// Creates an org and logs its admin in; returns the org body and the token.
@@ -627,4 +653,38 @@ pub fn wait_for_port(port: u16) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// A bcrypt hash of [`PASSWORD`] at cost 5: what a provisioning request
+/// carries (the queue takes no plaintext); above the tests' cost of 4, so a
+/// login against it is rehashed.
+pub const HASH_COST_5: &str = "$2b$05$keN7EEi3UJYAro5wFnzN8u1wnB9K3UKeAf8NOtmTp6C208hSBbpkq";
+
+/// Hands `payload` to the create function's event handler, as Lambda would.
+pub async fn deliver(app: &App, payload: Value) -> Result<Value, String> {
+    shared::provisioning::handle(
+        app,
+        shared::lambda_runtime::LambdaEvent::new(
+            payload,
+            shared::lambda_runtime::Context::default(),
+        ),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// An SQS batch of `(messageId, body)` messages.
+pub fn sqs(messages: &[(&str, Value)]) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|(id, body)| {
+            json!({
+                "messageId": id, "receiptHandle": "h", "body": body.to_string(),
+                "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
+                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
 }
