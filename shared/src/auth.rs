@@ -17,10 +17,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, RwLock};
 
-use crate::config::{Secret, SecretSource, TokenConfig, MAX_BCRYPT_COST};
+use crate::config::{Secret, SecretSource, TokenConfig, MAX_BCRYPT_COST, MIN_JWT_SECRET_BYTES};
 use crate::domain::Password;
 use crate::error::ApiError;
-use crate::secrets::SecretStore;
+use crate::secrets::{SecretStore, SecretVersion};
 
 // ---------------------------------------------------------------- passwords
 
@@ -300,12 +300,14 @@ impl KeyProvider {
             }
         }
         *last = Some(Instant::now());
-        match store.current_and_previous(arn).await {
-            Ok((current, previous)) => {
-                let keys = Arc::new(KeySet {
-                    current: SigningKey::new(current.version, current.value),
-                    previous: previous.map(|p| SigningKey::new(p.version, p.value)),
-                });
+        let fetched = store
+            .current_and_previous(arn)
+            .await
+            .map_err(KeyError::from)
+            .and_then(|(current, previous)| key_set(arn, current, previous));
+        match fetched {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
                 *self.cache.write().await = Some(Cached {
                     keys: keys.clone(),
                     fetched: Instant::now(),
@@ -314,13 +316,48 @@ impl KeyProvider {
             }
             Err(e) => match self.cache.read().await.as_ref() {
                 Some(c) => {
-                    tracing::warn!(error = %crate::error::cause_chain(&e), "signing key refresh failed; using the cached key");
+                    tracing::warn!(error = %crate::error::cause_chain(&*e), "signing key refresh failed; using the cached key");
                     Ok(c.keys.clone())
                 }
                 None => Err(ApiError::unavailable("signing key", e)),
             },
         }
     }
+}
+
+type KeyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The keys of a fetched secret, each held to the length a key given in
+/// the environment must have ([`MIN_JWT_SECRET_BYTES`]): a short current
+/// key is refused (the cached keys, if any, stay in use), a short previous
+/// one is dropped, so tokens it signed stop verifying.
+fn key_set(
+    arn: &str,
+    current: SecretVersion,
+    previous: Option<SecretVersion>,
+) -> Result<KeySet, KeyError> {
+    let long_enough = |k: &SecretVersion| k.value.expose().len() >= MIN_JWT_SECRET_BYTES;
+    if !long_enough(&current) {
+        return Err(format!(
+            "{arn}: the current signing key (version {}) is shorter than {MIN_JWT_SECRET_BYTES} bytes",
+            current.version
+        )
+        .into());
+    }
+    let previous = previous.filter(|p| {
+        let ok = long_enough(p);
+        if !ok {
+            tracing::error!(
+                version = %p.version,
+                "previous signing key shorter than {MIN_JWT_SECRET_BYTES} bytes; tokens signed with it are refused"
+            );
+        }
+        ok
+    });
+    Ok(KeySet {
+        current: SigningKey::new(current.version, current.value),
+        previous: previous.map(|p| SigningKey::new(p.version, p.value)),
+    })
 }
 
 // ----------------------------------------------------------------- tokens

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use shared::auth::{KeyProvider, Tokens};
 use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use shared::config::{Config, SecretSource, TokenConfig};
+use shared::error::ApiError;
 use shared::handlers;
 use shared::secrets::SecretStore;
 use support::*;
@@ -268,6 +269,50 @@ async fn a_rotation_logs_nobody_out_and_new_tokens_use_the_new_key() {
         "two rotations retire a key"
     );
     assert!(later.verify(&after).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_signing_key_shorter_than_32_bytes_is_never_used() {
+    let store = SecretStore::from_env().await;
+    let arn = create_secret(&store, "short-key").await;
+    let tokens = managed_tokens(&store, &arn, Duration::ZERO);
+    assert!(
+        matches!(
+            tokens.issue("a", "o", 0).await,
+            Err(ApiError::Unavailable { .. })
+        ),
+        "no key to sign with: a 503, not a token signed with 9 bytes"
+    );
+
+    // A good key, then a short one: the cached good key stays in use.
+    rotate(&store, &arn, "first-key-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").await;
+    let before = tokens.issue("a", "o", 0).await.unwrap();
+    rotate(&store, &arn, "short-again").await;
+    let still = tokens.issue("a", "o", 0).await.unwrap();
+    assert_eq!(kid(&still), kid(&before), "the short version is not taken");
+    assert!(tokens.verify(&before).await.is_ok());
+
+    // A short previous version is dropped: what it signed no longer verifies.
+    let arn = create_secret(&store, "tiny").await;
+    rotate(&store, &arn, "second-key-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").await;
+    let tokens = managed_tokens(&store, &arn, Duration::ZERO);
+    let signed_with_tiny = forge(
+        json!({"alg": "HS256", "typ": "JWT", "kid": previous_version(&store, &arn).await}),
+        claims(),
+        "tiny",
+    );
+    assert!(tokens.verify(&signed_with_tiny).await.is_err());
+    assert!(tokens.issue("a", "o", 0).await.is_ok());
+}
+
+async fn previous_version(store: &SecretStore, arn: &str) -> String {
+    store
+        .current_and_previous(arn)
+        .await
+        .unwrap()
+        .1
+        .expect("a previous version")
+        .version
 }
 
 #[tokio::test]
