@@ -26,8 +26,13 @@ use crate::store::Store;
 /// The `source` of every event this service publishes.
 pub const SOURCE: &str = "org-service";
 
-/// How many entries one flush sends at most (PutEvents takes up to 10).
+/// How many entries one `PutEvents` sends at most (its limit is 10).
 pub const BATCH: usize = 10;
+
+/// How many batches one scheduled flush sends at most: a backlog drains at
+/// up to 500 events a run, and a run (a few round trips per batch) stays
+/// far inside the create function's timeout.
+pub const FLUSH_ROUNDS: usize = 50;
 
 /// The EventBridge client and the bus it publishes to.
 pub struct Publisher {
@@ -92,9 +97,34 @@ pub struct Flushed {
     pub not_ready: usize,
 }
 
-/// Publishes what is ready in the outbox. Errors are logged and left for the
+impl Flushed {
+    fn claimed(&self) -> usize {
+        self.published + self.failed + self.not_ready
+    }
+}
+
+/// Publishes what is ready in the outbox, a batch at a time, until a batch
+/// comes back short (nothing more is ready), publishes nothing (EventBridge
+/// or the operations are not ready: back-off and the next run retry), or
+/// [`FLUSH_ROUNDS`] batches have gone. Errors are logged and left for the
 /// next flush; the caller's operation is never affected.
 pub async fn flush(store: &Store, publisher: &Publisher) -> Result<Flushed, ApiError> {
+    let mut total = Flushed::default();
+    for _ in 0..FLUSH_ROUNDS {
+        let round = flush_batch(store, publisher).await?;
+        total.published += round.published;
+        total.failed += round.failed;
+        total.not_ready += round.not_ready;
+        if round.claimed() < BATCH || round.published == 0 {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// One batch of [`flush`]: claims up to [`BATCH`] entries, sends those whose
+/// operation has finished, gives the others back.
+async fn flush_batch(store: &Store, publisher: &Publisher) -> Result<Flushed, ApiError> {
     let claimed = store.claim_outbox(BATCH).await?;
     let mut result = Flushed::default();
     let mut ready = Vec::new();

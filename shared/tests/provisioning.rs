@@ -312,8 +312,14 @@ async fn received(sqs: &aws_sdk_sqs::Client, queue_url: &str, want: usize) -> Ve
 }
 
 async fn app_with_events(endpoint: Option<&str>, bus: &str) -> TestApp {
-    let mut t = TestApp::new().await;
     let sdk = shared::aws::load(endpoint).await;
+    app_publishing(bus, Some(Publisher::new(&sdk, bus))).await
+}
+
+/// An app that records lifecycle events for `bus` and publishes them with
+/// `publisher` (none: they wait in the outbox for a flush).
+async fn app_publishing(bus: &str, publisher: Option<Publisher>) -> TestApp {
+    let mut t = TestApp::new().await;
     let dbc = t.app.config.database.clone().unwrap();
     let store = Store::connect(&dbc, &mongodb_uri())
         .await
@@ -321,8 +327,7 @@ async fn app_with_events(endpoint: Option<&str>, bus: &str) -> TestApp {
         .with_events(true);
     let mut config = t.app.config.clone();
     config.event_bus = Some(bus.to_owned());
-    t.app = App::with_store(config, store, Some(test_tokens()))
-        .with_publisher(Some(Publisher::new(&sdk, bus)));
+    t.app = App::with_store(config, store, Some(test_tokens())).with_publisher(publisher);
     t
 }
 
@@ -392,6 +397,52 @@ async fn a_publishing_failure_keeps_the_operation_and_the_event_waits_until_deli
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["detail-type"], events::CREATED);
     assert_eq!(t.count("outbox", doc! {"published_at": null}).await, 0);
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn one_scheduled_flush_drains_a_backlog_larger_than_a_batch_and_stops_at_a_failing_bus() {
+    let bus = format!("bus-{}", fresh_db_name());
+    let (sqs, queue_url) = queue_listening_to(&bus).await;
+    // Nothing publishes on the requests' behalf: every event waits.
+    let t = app_publishing(&bus, None).await;
+    let backlog = 2 * events::BATCH + 5;
+    for i in 0..backlog {
+        let created = t
+            .create(&format!("org-{i}"), &format!("a{i}@org.example"))
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+    }
+    assert_eq!(
+        t.count("outbox", doc! {"published_at": null}).await,
+        backlog as u64
+    );
+    let store = t.app.store().await.unwrap();
+    let ready = || async {
+        t.database()
+            .collection::<Document>("outbox")
+            .update_many(
+                doc! {},
+                doc! { "$set": { "available_at": DateTime::from_millis(0) } },
+            )
+            .await
+            .unwrap();
+    };
+
+    // EventBridge still unreachable: one batch fails, and the run stops
+    // there rather than send every batch into the outage.
+    ready().await;
+    let down = Publisher::new(&shared::aws::load(Some("http://127.0.0.1:9")).await, &bus);
+    let failed = events::flush(store, &down).await.unwrap();
+    assert_eq!((failed.published, failed.failed), (0, events::BATCH));
+
+    // Back: one run publishes the whole backlog.
+    ready().await;
+    let up = Publisher::new(&shared::aws::load(None).await, &bus);
+    let flushed = events::flush(store, &up).await.unwrap();
+    assert_eq!((flushed.published, flushed.failed), (backlog, 0));
+    assert_eq!(t.count("outbox", doc! {"published_at": null}).await, 0);
+    assert_eq!(received(&sqs, &queue_url, backlog).await.len(), backlog);
     t.drop().await;
 }
 
