@@ -638,6 +638,30 @@ fn the_code_accepts_every_value_the_template_can_deploy() {
 }
 
 #[test]
+fn every_database_timeout_leaves_its_function_time_to_answer() {
+    let t = template();
+    for f in Function::ALL {
+        let Some(value) = environment(&t, f).get("MONGODB_TIMEOUT_MS").cloned() else {
+            continue;
+        };
+        let parameter = at(&t, &["Parameters", ref_target(&value).expect("a !Ref")]);
+        let longest_ms = at(parameter, &["MaxValue"])
+            .as_u64()
+            .unwrap_or_else(|| panic!("{}: the timeout parameter needs a MaxValue", f.name()));
+        let timeout_ms = function_property(&t, f, "Timeout")
+            .as_u64()
+            .unwrap_or_else(|| panic!("{}: Timeout", f.name()))
+            * 1000;
+        // The rest: a cold start's secret fetch and handshake, and the answer.
+        assert!(
+            longest_ms + 2_000 <= timeout_ms,
+            "{}: MONGODB_TIMEOUT_MS up to {longest_ms} ms in a {timeout_ms} ms function",
+            f.name()
+        );
+    }
+}
+
+#[test]
 fn the_operation_lease_outlasts_every_function_timeout() {
     let t = template();
     let longest = Function::ALL
