@@ -63,43 +63,21 @@ const CONSUME_QUEUE: [&str; 4] = [
     "sqs:GetQueueAttributes",
     "sqs:ChangeMessageVisibility",
 ];
-/// The functions that publish lifecycle events (create, rename, delete,
-/// restore, purge).
-const PUBLISHERS: [Function; 5] = [
-    Function::Create,
-    Function::Update,
-    Function::Delete,
-    Function::Restore,
-    Function::Purge,
-];
 /// The template parameter behind `DELETED_RETENTION_DAYS`, which the delete
 /// function alone reads.
 const RETENTION_PARAMETER: &str = "DeletedRetentionDays";
-/// The functions that write audit entries, and so set their expiry from
-/// `AUDIT_RETENTION_DAYS`: every one that changes state or answers a login.
-/// And the listing, which records who listed. Not get, nor the audit
-/// function (it only reads them), nor the authorizer.
-const AUDIT_WRITERS: [Function; 7] = [
-    Function::Login,
-    Function::Create,
-    Function::Update,
-    Function::Delete,
-    Function::Restore,
-    Function::Purge,
-    Function::List,
-];
 /// The template parameter behind `AUDIT_RETENTION_DAYS`.
 const AUDIT_RETENTION_PARAMETER: &str = "AuditRetentionDays";
-/// The functions that sign or verify tokens, and so read the signing key
-/// (login signs; rename signs and verifies; delete, audit and the authorizer
-/// verify).
-const KEY_READERS: [Function; 5] = [
-    Function::Login,
-    Function::Update,
-    Function::Delete,
-    Function::Audit,
-    Function::Authorizer,
-];
+/// The functions whose code reads `section` (`Function::sections`, the one
+/// table): those that publish lifecycle events ([`Section::Events`]), write
+/// audit entries ([`Section::Audit`]), sign or verify tokens
+/// ([`Section::Tokens`]). What the template gives each is checked against it.
+fn reading(section: Section) -> Vec<Function> {
+    Function::ALL
+        .into_iter()
+        .filter(|f| f.sections().contains(&section))
+        .collect()
+}
 /// The lifecycle events of soft delete, which must not provision either.
 const RESTORED: &str = "OrganizationRestored";
 const PURGED: &str = "OrganizationPurged";
@@ -247,6 +225,13 @@ fn function_property<'a>(t: &'a Value, f: Function, key: &str) -> &'a Value {
         Value::Null => at(t, &["Globals", "Function", key]),
         v => v,
     }
+}
+
+/// The function's `Timeout` in seconds (its own, else the Globals').
+fn timeout_secs(t: &Value, f: Function) -> u64 {
+    function_property(t, f, "Timeout")
+        .as_u64()
+        .unwrap_or_else(|| panic!("{}: Timeout", f.name()))
 }
 
 /// One `HttpApi` event: method, path, the function's binary, and its `Auth`.
@@ -648,10 +633,7 @@ fn every_database_timeout_leaves_its_function_time_to_answer() {
         let longest_ms = at(parameter, &["MaxValue"])
             .as_u64()
             .unwrap_or_else(|| panic!("{}: the timeout parameter needs a MaxValue", f.name()));
-        let timeout_ms = function_property(&t, f, "Timeout")
-            .as_u64()
-            .unwrap_or_else(|| panic!("{}: Timeout", f.name()))
-            * 1000;
+        let timeout_ms = timeout_secs(&t, f) * 1000;
         // The rest: a cold start's secret fetch and handshake, and the answer.
         assert!(
             longest_ms + 2_000 <= timeout_ms,
@@ -665,12 +647,8 @@ fn every_database_timeout_leaves_its_function_time_to_answer() {
 fn the_operation_lease_outlasts_every_function_timeout() {
     let t = template();
     let longest = Function::ALL
-        .iter()
-        .map(|f| {
-            function_property(&t, *f, "Timeout")
-                .as_u64()
-                .unwrap_or_else(|| panic!("{}: Timeout", f.name()))
-        })
+        .into_iter()
+        .map(|f| timeout_secs(&t, f))
         .max()
         .expect("there are functions");
 
@@ -997,16 +975,7 @@ fn each_function_is_granted_only_what_its_configuration_and_its_queue_mapping_na
 #[test]
 fn only_the_publishing_functions_may_put_events_and_only_on_the_service_bus() {
     let t = template();
-    let publishers: BTreeSet<&str> = Function::ALL
-        .into_iter()
-        .filter(|f| f.sections().contains(&Section::Events))
-        .map(Function::name)
-        .collect();
-    assert_eq!(
-        publishers,
-        BTreeSet::from(PUBLISHERS.map(Function::name)),
-        "the functions that read {EVENT_BUS_NAME}"
-    );
+    let publishers = reading(Section::Events);
 
     let buses = resources_of_type(&t, EVENT_BUS);
     assert_eq!(buses.len(), 1, "one event bus: {buses:?}");
@@ -1031,7 +1000,7 @@ fn only_the_publishing_functions_may_put_events_and_only_on_the_service_bus() {
             .into_iter()
             .filter(|(action, _)| action == PUT_EVENTS)
             .collect();
-        if PUBLISHERS.contains(&f) {
+        if publishers.contains(&f) {
             assert_eq!(put, on_the_bus, "{}", f.name());
             assert_eq!(
                 ref_target(&environment(&t, f)[EVENT_BUS_NAME]),
@@ -1045,7 +1014,7 @@ fn only_the_publishing_functions_may_put_events_and_only_on_the_service_bus() {
     }
     // Nowhere else (a queue policy, a role written out) grants PutEvents.
     let puts = |v: &Value| statements_granting(v, |a| a == PUT_EVENTS);
-    let in_publishers: usize = PUBLISHERS
+    let in_publishers: usize = publishers
         .iter()
         .map(|f| puts(at(function_resource(&t, *f), &["Properties", "Policies"])))
         .sum();
@@ -1454,9 +1423,7 @@ fn the_provisioning_queue_reports_batch_item_failures_and_redrives_to_the_dead_l
 
     // Lambda's advice: at least six times the function's timeout (plus the
     // batching window), or a batch in progress is delivered again.
-    let timeout = function_property(&t, Function::Create, "Timeout")
-        .as_u64()
-        .expect("CreateFunction Timeout");
+    let timeout = timeout_secs(&t, Function::Create);
     let window = seconds(
         at(source, &["MaximumBatchingWindowInSeconds"]),
         0,
@@ -1569,11 +1536,7 @@ fn a_schedule_runs_the_purge_function_every_hour_and_nothing_else_invokes_it() {
     assert!(at(schedule, &["Input"]).is_null(), "{name}: no Input");
 
     // It drops collections in batches: no function here has longer.
-    let timeout = |f: Function| {
-        function_property(&t, f, "Timeout")
-            .as_u64()
-            .unwrap_or_else(|| panic!("{}: Timeout", f.name()))
-    };
+    let timeout = |f: Function| timeout_secs(&t, f);
     let longest_other = Function::ALL
         .into_iter()
         .filter(|f| *f != Function::Purge)
@@ -1911,7 +1874,8 @@ fn only_the_publishing_functions_may_speak_as_the_service_on_its_bus() {
     let bus = format!("{}.Arn", the_bus(&t));
 
     // Each grant is for the service's own source only...
-    for f in PUBLISHERS {
+    let publishers = reading(Section::Events);
+    for f in publishers.iter().copied() {
         for s in policy_statements(&t, f)
             .iter()
             .filter(|s| at(s, &["Action"]).as_str() == Some(PUT_EVENTS))
@@ -1930,7 +1894,7 @@ fn only_the_publishing_functions_may_speak_as_the_service_on_its_bus() {
     assert_eq!(at(own, &["Principal"]).as_str(), Some("*"));
     assert_eq!(at(own, &["Action"]).as_str(), Some(PUT_EVENTS));
     assert_eq!(get_att(at(own, &["Resource"])), Some(bus));
-    let publishers: BTreeSet<String> = PUBLISHERS.iter().map(|f| role_arn(*f)).collect();
+    let publishers: BTreeSet<String> = publishers.iter().map(|f| role_arn(*f)).collect();
     assert_eq!(exempt_principals(own), publishers);
 }
 
@@ -2011,7 +1975,8 @@ fn only_the_functions_that_sign_or_verify_tokens_may_read_the_signing_key() {
         .filter(|f| environment(&t, *f).contains_key(JWT_SECRET_ARN))
         .map(role_arn)
         .collect();
-    let signers_and_verifiers: BTreeSet<String> = KEY_READERS.into_iter().map(role_arn).collect();
+    let signers_and_verifiers: BTreeSet<String> =
+        reading(Section::Tokens).into_iter().map(role_arn).collect();
     assert_eq!(
         readers, signers_and_verifiers,
         "the functions given {JWT_SECRET_ARN} (left) vs those that sign or verify tokens (right)"
@@ -2083,7 +2048,7 @@ fn the_purge_function_may_only_read_the_database_secret_and_publish_as_the_servi
         "PurgeFunction: the MongoDB URI secret and the bus, nothing else"
     );
     // Its PutEvents is held to the service's source with every publisher's.
-    assert!(PUBLISHERS.contains(&Function::Purge));
+    assert!(reading(Section::Events).contains(&Function::Purge));
     let found = single_grant_statements(&t, Function::Purge);
     assert_eq!(found.len(), 2, "two statements: {found:?}");
     assert!(
@@ -2151,22 +2116,11 @@ fn only_the_delete_function_reads_the_retention_and_from_its_parameter() {
 #[test]
 fn exactly_the_functions_that_write_audit_entries_read_the_audit_retention_from_its_parameter() {
     let t = template();
-    let in_code: BTreeSet<&str> = Function::ALL
-        .into_iter()
-        .filter(|f| f.sections().contains(&Section::Audit))
-        .map(Function::name)
-        .collect();
-    assert_eq!(
-        in_code,
-        BTreeSet::from(AUDIT_WRITERS.map(Function::name)),
-        "the functions whose code reads {AUDIT_RETENTION_DAYS}"
-    );
-
     assert_only_readers_take_it_from(
         &t,
         AUDIT_RETENTION_DAYS,
         AUDIT_RETENTION_PARAMETER,
-        &AUDIT_WRITERS,
+        &reading(Section::Audit),
     );
 
     let parameter = at(&t, &["Parameters", AUDIT_RETENTION_PARAMETER]);
