@@ -47,8 +47,8 @@ pub async fn restore(app: &App, req: Request) -> Response<Body> {
             .as_ref()
             .and_then(|r| r.admin.as_ref())
             .map(|a| a.password_hash.as_str());
-        // The indexes the restore writes through are built while the
-        // password is checked, on a thread of its own; only a restore that
+        // The indexes the restore writes through are built while bcrypt
+        // checks the password on tokio's blocking pool; only a restore that
         // goes on needs them.
         let (matched, indexes) = tokio::join!(
             verify_password(&password, hash, app.config.bcrypt_cost),
