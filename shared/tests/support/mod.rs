@@ -80,6 +80,13 @@ impl Reply {
             .parse()
             .unwrap()
     }
+
+    /// The message of an error answer.
+    pub fn error_message(&self) -> &str {
+        self.body["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message: {}", self.body))
+    }
 }
 
 impl TestApp {
@@ -108,12 +115,11 @@ impl TestApp {
     /// A test app with its own login throttling policy.
     pub async fn throttled(policy: LoginThrottle) -> Self {
         let mut t = Self::new().await;
-        let dbc = t.app.config.database.clone().unwrap();
-        let store = Store::connect(&dbc, &mongodb_uri())
-            .await
-            .unwrap()
-            .with_login_throttle(policy);
-        t.app = App::with_store(t.app.config.clone(), store, Some(test_tokens()));
+        t.app = t
+            .app_with(t.app.config.clone(), |store| {
+                store.with_login_throttle(policy)
+            })
+            .await;
         t
     }
 
@@ -132,10 +138,16 @@ impl TestApp {
         let mut t = Self::new().await;
         let mut config = t.app.config.clone();
         tweak(&mut config);
+        t.app = t.app_with(config, |store| store).await;
+        t
+    }
+
+    /// An `App` on this test's database under `config`, its store connected
+    /// afresh and changed by `tweak`.
+    pub async fn app_with(&self, config: Config, tweak: impl FnOnce(Store) -> Store) -> App {
         let dbc = config.database.clone().unwrap();
         let store = Store::connect(&dbc, &mongodb_uri()).await.unwrap();
-        t.app = App::with_store(config, store, Some(test_tokens()));
-        t
+        App::with_store(config, tweak(store), Some(test_tokens()))
     }
 
     /// A test app on the server at `uri`.
@@ -204,12 +216,7 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
-        let r = self
-            .call(post(
-                "/admin/login",
-                &json!({"email": email, "password": password}),
-            ))
-            .await;
+        let r = self.call(login_request(email, password)).await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.body["access_token"].as_str().unwrap().to_owned()
     }
@@ -238,22 +245,24 @@ impl TestApp {
     }
 
     pub async fn restore(&self, name: &str, email: &str, password: &str) -> Reply {
-        self.call(post(
-            "/org/restore",
-            &json!({"organization_name": name, "email": email, "password": password}),
-        ))
-        .await
+        self.call(restore_request(name, email, password, None))
+            .await
     }
 
     /// Makes every deleted organization due for the purge (its retention
     /// over), as if the days had passed.
     pub async fn expire_retention(&self) {
-        let past = mongodb::bson::DateTime::from_millis(
-            mongodb::bson::DateTime::now().timestamp_millis() - 1_000,
+        self.purge_in(-1_000).await;
+    }
+
+    /// Makes every deleted organization due for the purge `millis` from now.
+    pub async fn purge_in(&self, millis: i64) {
+        let when = mongodb::bson::DateTime::from_millis(
+            mongodb::bson::DateTime::now().timestamp_millis() + millis,
         );
         self.database()
             .collection::<Document>("deleted_organizations")
-            .update_many(doc! {}, doc! { "$set": { "purge_after": past } })
+            .update_many(doc! {}, doc! { "$set": { "purge_after": when } })
             .await
             .unwrap();
     }
@@ -264,6 +273,34 @@ impl TestApp {
             .count_documents(filter)
             .await
             .unwrap()
+    }
+
+    pub async fn index_names(&self, collection: &str) -> Vec<String> {
+        self.database()
+            .collection::<Document>(collection)
+            .list_index_names()
+            .await
+            .unwrap()
+    }
+
+    /// How long after its `expires_at` the TTL index of `collection` removes
+    /// a document.
+    pub async fn ttl_after_expiry(&self, collection: &str) -> Option<Duration> {
+        use futures_util::TryStreamExt;
+        let indexes: Vec<_> = self
+            .database()
+            .collection::<Document>(collection)
+            .list_indexes()
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let ttl = indexes
+            .into_iter()
+            .find(|i| i.keys == doc! {"expires_at": 1})
+            .expect("a TTL index on expires_at");
+        ttl.options.and_then(|o| o.expire_after)
     }
 
     pub async fn all(&self, collection: &str) -> Vec<Document> {
@@ -448,6 +485,22 @@ pub fn login_from(ip: &str, email: &str, password: &str) -> Request {
     shared::lambda_http::request::from_str(&ev).expect("a valid v2 event")
 }
 
+pub fn login_request(email: &str, password: &str) -> Request {
+    post(
+        "/admin/login",
+        &json!({"email": email, "password": password}),
+    )
+}
+
+/// `POST /org/restore`, under `new_name` when one is given.
+pub fn restore_request(name: &str, email: &str, password: &str, new_name: Option<&str>) -> Request {
+    let mut body = json!({"organization_name": name, "email": email, "password": password});
+    if let Some(n) = new_name {
+        body["new_organization_name"] = json!(n);
+    }
+    post("/org/restore", &body)
+}
+
 pub fn post(path: &str, body: &Value) -> Request {
     event("POST", path, &[], Some(&body.to_string()), None)
 }
@@ -478,6 +531,36 @@ pub fn delete(token: Option<&str>, name: &str) -> Request {
         None,
         token,
     )
+}
+
+/// The gateway's authorizer request for `token` (the fixture in `events/`).
+pub fn authorizer_event(
+    token: &str,
+) -> shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request {
+    let raw = include_str!("../../../events/authorizer.json").replace("REPLACE_WITH_TOKEN", token);
+    serde_json::from_str(&raw).unwrap()
+}
+
+/// The same app with its database at 127.0.0.1:9, where nothing listens:
+/// every database call fails fast, as in an outage.
+pub fn with_unreachable_database(t: &TestApp) -> App {
+    let mut config = t.app.config.clone();
+    let db = config.database.as_mut().expect("a database config");
+    db.uri = SecretSource::Value(Secret::new("mongodb://127.0.0.1:9/?directConnection=true"));
+    db.timeout = Duration::from_millis(300);
+    App::with_secret_store(config, None)
+}
+
+/// An app under `config` whose MongoDB URI is the secret `arn` in `store`.
+pub fn with_database_secret(
+    mut config: Config,
+    arn: &str,
+    store: shared::secrets::SecretStore,
+) -> App {
+    config.database.as_mut().expect("a database config").uri = SecretSource::SecretsManager {
+        arn: arn.to_owned(),
+    };
+    App::with_secret_store(config, Some(store))
 }
 
 /// Checks the lifecycle invariants (docs/lifecycle.md) against the database: every organization
@@ -568,6 +651,18 @@ pub async fn assert_invariants(t: &TestApp) {
         );
         assert!(admin.get_str("password_hash").unwrap().starts_with("$2"));
     }
+}
+
+/// Asserts that a query `plan` (an explain's output) scans index `index`
+/// and no collection; `what` names the query.
+pub fn assert_index_scan(plan: &Document, index: &str, what: &str) {
+    let text = plan.to_string();
+    assert!(text.contains("IXSCAN"), "{what}: no index scan: {text}");
+    assert!(text.contains(index), "{what}: not on {index}: {text}");
+    assert!(
+        !text.contains("COLLSCAN"),
+        "{what}: a collection scan: {text}"
+    );
 }
 
 /// Fills the tenant collection `collection` with `count` documents under a
@@ -671,6 +766,18 @@ pub async fn deliver(app: &App, payload: Value) -> Result<Value, String> {
     )
     .await
     .map_err(|e| e.to_string())
+}
+
+/// The ids of the messages an SQS batch answer reports as failed, sorted.
+pub fn failed_messages(answer: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = answer["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// An SQS batch of `(messageId, body)` messages.
