@@ -53,12 +53,7 @@ async fn the_master_collections_get_their_unique_indexes() {
 
     let mut unique = Vec::new();
     for coll in ["organizations", "admins"] {
-        let indexes = t
-            .database()
-            .collection::<Document>(coll)
-            .list_index_names()
-            .await
-            .unwrap();
+        let indexes = t.index_names(coll).await;
         unique.extend(indexes.into_iter().filter(|n| n.ends_with("_unique")));
     }
     unique.sort();
@@ -136,12 +131,7 @@ async fn login_returns_a_bearer_token_for_the_admins_organization() {
     let t = TestApp::new().await;
     let created = t.create("acme", "a@acme.example").await.body;
 
-    let r = t
-        .call(post(
-            "/admin/login",
-            &json!({"email": " A@ACME.example", "password": PASSWORD}),
-        ))
-        .await;
+    let r = t.call(login_request(" A@ACME.example", PASSWORD)).await;
 
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["token_type"], "bearer");
@@ -165,17 +155,9 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_401() {
     t.create("acme", "a@acme.example").await;
 
     let wrong = t
-        .call(post(
-            "/admin/login",
-            &json!({"email": "a@acme.example", "password": "wrong-password"}),
-        ))
+        .call(login_request("a@acme.example", "wrong-password"))
         .await;
-    let unknown = t
-        .call(post(
-            "/admin/login",
-            &json!({"email": "x@acme.example", "password": PASSWORD}),
-        ))
-        .await;
+    let unknown = t.call(login_request("x@acme.example", PASSWORD)).await;
 
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.body, unknown.body);
@@ -258,24 +240,9 @@ async fn failed_logins_are_forgotten_through_a_ttl_index() {
     t.call(login_from("198.51.100.7", "a@acme.example", "wrong-guess"))
         .await;
 
-    let indexes = t
-        .database()
-        .collection::<Document>("login_attempts")
-        .list_indexes()
-        .await
-        .unwrap();
-    let indexes: Vec<_> = futures_util::TryStreamExt::try_collect(indexes)
-        .await
-        .unwrap();
+    let ttl = t.ttl_after_expiry("login_attempts").await;
 
-    let ttl = indexes
-        .iter()
-        .find(|i| i.keys == doc! {"expires_at": 1})
-        .expect("a TTL index on expires_at");
-    assert_eq!(
-        ttl.options.as_ref().unwrap().expire_after,
-        Some(Duration::ZERO)
-    );
+    assert_eq!(ttl, Some(Duration::ZERO));
     let record = &t.all("login_attempts").await[0];
     assert!(
         !record.to_string().contains("wrong-guess"),
@@ -365,12 +332,7 @@ async fn the_admin_can_change_email_and_password_with_or_without_a_rename() {
 
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["organization_name"], "acme");
-    let old = t
-        .call(post(
-            "/admin/login",
-            &json!({"email": "admin@acme.example", "password": PASSWORD}),
-        ))
-        .await;
+    let old = t.call(login_request("admin@acme.example", PASSWORD)).await;
     assert_eq!(old.status, 401);
     t.login("new@acme.example", "another-secret").await;
     assert!(!t.all("admins").await[0]
@@ -442,12 +404,7 @@ async fn deleting_removes_the_record_the_admin_and_the_collection() {
     assert!(t.tenant_collections().await.is_empty());
     assert_eq!(t.count("organizations", doc! {}).await, 0);
     assert_eq!(t.count("admins", doc! {}).await, 0);
-    let login = t
-        .call(post(
-            "/admin/login",
-            &json!({"email": "admin@acme.example", "password": PASSWORD}),
-        ))
-        .await;
+    let login = t.call(login_request("admin@acme.example", PASSWORD)).await;
     assert_eq!(login.status, 401);
     assert_eq!(t.call(delete(Some(&token), "acme")).await.status, 404);
     // The name is free again.
@@ -533,15 +490,8 @@ async fn malformed_oversized_and_mistyped_bodies_get_their_statuses() {
 
 #[tokio::test]
 async fn an_unreachable_database_is_a_503_and_never_a_500() {
-    // Port 9 (discard) on loopback: nothing listens there.
     let t = TestApp::new().await;
-    let mut cfg = t.app.config.clone();
-    let db = cfg.database.as_mut().unwrap();
-    db.uri = shared::config::SecretSource::Value(shared::config::Secret::new(
-        "mongodb://127.0.0.1:9/?directConnection=true",
-    ));
-    db.timeout = std::time::Duration::from_millis(300);
-    let down = shared::App::with_secret_store(cfg, None);
+    let down = with_unreachable_database(&t);
 
     let r = reply(shared::handlers::get(&down, get_org("acme")).await);
     let c = reply(
