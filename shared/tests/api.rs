@@ -5,7 +5,7 @@
 mod support;
 
 use mongodb::bson::{doc, Document};
-use serde_json::json;
+use serde_json::{json, Value};
 use shared::store::LoginThrottle;
 use std::time::Duration;
 use support::*;
@@ -178,18 +178,12 @@ async fn repeated_failures_lock_that_email_from_that_address_for_a_bounded_time(
     let t = TestApp::throttled(policy).await;
     t.create("acme", "a@acme.example").await;
     let attacker = "198.51.100.7";
+    let attempt = |password: &str| t.call(login_from(attacker, "a@acme.example", password));
     for _ in 0..3 {
-        assert_eq!(
-            t.call(login_from(attacker, "a@acme.example", "wrong-guess"))
-                .await
-                .status,
-            401
-        );
+        assert_eq!(attempt("wrong-guess").await.status, 401);
     }
 
-    let locked = t
-        .call(login_from(attacker, "a@acme.example", PASSWORD))
-        .await;
+    let locked = attempt(PASSWORD).await;
     let elsewhere = t
         .call(login_from("203.0.113.9", "a@acme.example", PASSWORD))
         .await;
@@ -205,15 +199,8 @@ async fn repeated_failures_lock_that_email_from_that_address_for_a_bounded_time(
 
     // One more failure once the lock ends doubles it, up to the cap.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    assert_eq!(
-        t.call(login_from(attacker, "a@acme.example", "wrong-again"))
-            .await
-            .status,
-        401
-    );
-    let relocked = t
-        .call(login_from(attacker, "a@acme.example", PASSWORD))
-        .await;
+    assert_eq!(attempt("wrong-again").await.status, 401);
+    let relocked = attempt(PASSWORD).await;
     assert_eq!(relocked.status, 429);
     let capped: u64 = relocked.retry_after();
     assert!((2..=3).contains(&capped), "{capped}");
@@ -222,12 +209,7 @@ async fn repeated_failures_lock_that_email_from_that_address_for_a_bounded_time(
     // that email and address (the email's own count, across addresses,
     // stays: see the per-email ceiling in tests/security.rs).
     tokio::time::sleep(Duration::from_millis(3_100)).await;
-    assert_eq!(
-        t.call(login_from(attacker, "a@acme.example", PASSWORD))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(attempt(PASSWORD).await.status, 200);
     let pair = format!("login|a@acme.example|{attacker}");
     assert_eq!(t.count("login_attempts", doc! {"_id": pair}).await, 0);
     t.drop().await;
@@ -307,18 +289,29 @@ async fn a_rename_keeps_every_document_and_index_of_the_tenant() {
     t.drop().await;
 }
 
-#[tokio::test]
-async fn renaming_to_a_taken_name_is_409_and_changes_nothing() {
-    let t = TestApp::new().await;
+/// Organizations "one" (its admin logged in) and "two": `body` as one's
+/// update is a 409 with `code` and changes nothing.
+async fn assert_update_taken(t: &TestApp, body: Value, code: &str) {
     let (_, token) = t.create_and_login("one").await;
     t.create("two", "a@two.example").await;
     let before = t.snapshot().await;
 
-    let r = t.update(&token, json!({"organization_name": "two"})).await;
+    let r = t.update(&token, body).await;
 
     assert_eq!(r.status, 409);
-    assert_eq!(r.body["error"]["code"], "organization_exists");
+    assert_eq!(r.body["error"]["code"], code);
     assert_eq!(t.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn renaming_to_a_taken_name_is_409_and_changes_nothing() {
+    let t = TestApp::new().await;
+    assert_update_taken(
+        &t,
+        json!({"organization_name": "two"}),
+        "organization_exists",
+    )
+    .await;
     t.drop().await;
 }
 
@@ -344,20 +337,12 @@ async fn the_admin_can_change_email_and_password_with_or_without_a_rename() {
 #[tokio::test]
 async fn changing_to_a_taken_email_is_409_and_undoes_the_rename_claim() {
     let t = TestApp::new().await;
-    let (_, token) = t.create_and_login("one").await;
-    t.create("two", "a@two.example").await;
-    let before = t.snapshot().await;
-
-    let r = t
-        .update(
-            &token,
-            json!({"organization_name": "one-renamed", "email": "a@two.example"}),
-        )
-        .await;
-
-    assert_eq!(r.status, 409);
-    assert_eq!(r.body["error"]["code"], "email_taken");
-    assert_eq!(t.snapshot().await, before);
+    assert_update_taken(
+        &t,
+        json!({"organization_name": "one-renamed", "email": "a@two.example"}),
+        "email_taken",
+    )
+    .await;
     assert_invariants(&t).await;
     t.drop().await;
 }
