@@ -4,7 +4,7 @@
 
 mod support;
 
-use mongodb::bson::{doc, Document};
+use mongodb::bson::Document;
 use serde_json::{json, Value};
 use shared::store::{Action, Actor, AuditContext};
 use support::*;
@@ -34,15 +34,25 @@ fn actions(entries: &[Document]) -> Vec<String> {
         .collect()
 }
 
+/// The actions of the entries on a page of the trail, in its order.
+fn page_actions(page: &Value) -> Vec<&str> {
+    page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn each_action_and_login_attempt_leaves_exactly_one_entry_and_no_secret() {
     let t = TestApp::locking_after(1).await;
     let created = t.create("acme", EMAIL).await;
     assert_eq!(created.status, 201);
     let token = t.login(EMAIL, PASSWORD).await;
-    let bad = json!({"email": EMAIL, "password": "wrong-password"});
-    assert_eq!(t.call(post("/admin/login", &bad)).await.status, 401);
-    assert_eq!(t.call(post("/admin/login", &bad)).await.status, 429);
+    let bad = || login_request(EMAIL, "wrong-password");
+    assert_eq!(t.call(bad()).await.status, 401);
+    assert_eq!(t.call(bad()).await.status, 429);
     let renamed = t
         .update(&token, json!({"organization_name": "acme-2"}))
         .await;
@@ -161,14 +171,8 @@ async fn the_trail_is_served_newest_first_to_its_own_organization_only() {
     let theirs = t.call(audit_page(&other, &[])).await;
 
     assert_eq!(own.status, 200, "{}", own.body);
-    let names: Vec<&str> = own.body["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        names,
+        page_actions(&own.body),
         [
             "organization.renamed",
             "login.succeeded",
@@ -180,14 +184,8 @@ async fn the_trail_is_served_newest_first_to_its_own_organization_only() {
     assert_eq!(entry["actor"]["kind"], "admin");
     assert_eq!(entry["source_ip"], "192.0.2.1");
     assert_eq!(entry["outcome"], "succeeded");
-    let theirs: Vec<&str> = theirs.body["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        theirs,
+        page_actions(&theirs.body),
         ["login.succeeded", "organization.created"],
         "never acme's"
     );
@@ -287,12 +285,9 @@ async fn a_page_is_served_by_the_index_not_a_collection_scan() {
         .map(|c| shared::store::AuditCursor::parse(c).expect("a cursor the service issued"));
     let store = t.app.store().await.unwrap();
 
-    for cursor in [None, cursor] {
+    for (page, cursor) in [("the first page", None), ("the next page", cursor)] {
         let plan = store.explain_audit_page(org_id, 50, cursor).await.unwrap();
-        let text = plan.to_string();
-        assert!(text.contains("IXSCAN"), "no index scan: {text}");
-        assert!(text.contains("organization_newest_first"), "{text}");
-        assert!(!text.contains("COLLSCAN"), "a collection scan: {text}");
+        assert_index_scan(&plan, "organization_newest_first", page);
     }
     t.drop().await;
 }
@@ -308,20 +303,8 @@ async fn entries_expire_after_the_retention_through_a_ttl_index() {
     let at = entry.get_datetime("at").unwrap().timestamp_millis();
     let expires = entry.get_datetime("expires_at").unwrap().timestamp_millis();
     assert_eq!(expires - at, 400 * 86_400 * 1_000, "the default 400 days");
-    let indexes = t
-        .database()
-        .collection::<Document>("audit")
-        .list_indexes()
-        .await
-        .unwrap();
-    use futures_util::TryStreamExt;
-    let indexes: Vec<_> = indexes.try_collect().await.unwrap();
-    let ttl = indexes
-        .iter()
-        .find(|i| i.keys == doc! {"expires_at": 1})
-        .expect("a TTL index on expires_at");
     assert_eq!(
-        ttl.options.as_ref().and_then(|o| o.expire_after),
+        t.ttl_after_expiry("audit").await,
         Some(std::time::Duration::ZERO)
     );
     t.drop().await;
