@@ -12,7 +12,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use mongodb::bson::{doc, Document};
+use mongodb::bson::doc;
 use serde_json::json;
 use shared::failpoint;
 use support::*;
@@ -77,13 +77,12 @@ fn failpoints(prefix: &str) -> Vec<&'static str> {
 }
 
 async fn assert_tenant_intact(t: &TestApp, collection: &str) {
-    let tenant = t.database().collection::<Document>(collection);
     assert_eq!(
-        tenant.count_documents(doc! {}).await.unwrap(),
+        t.count(collection, doc! {}).await,
         TENANT_DOCS as u64,
         "{collection}"
     );
-    let indexes = tenant.list_index_names().await.unwrap();
+    let indexes = t.index_names(collection).await;
     assert!(
         indexes.contains(&"sku_unique".to_owned()),
         "{collection}: {indexes:?}"
@@ -199,23 +198,12 @@ async fn a_delete_killed_at_any_step_leaves_no_orphan_and_no_admin_after_its_ret
         fill_tenant(&t, "org_acme", TENANT_DOCS).await;
         run_until_killed(
             &t,
-            &event_json(
-                "DELETE",
-                "/org/delete",
-                &[("organization_name", "acme")],
-                None,
-                Some(&token),
-            ),
+            &delete_event(&token),
             point,
             &[("DELETED_RETENTION_DAYS", "0")],
         );
 
-        let login = t
-            .call(post(
-                "/admin/login",
-                &json!({"email": "admin@acme.example", "password": PASSWORD}),
-            ))
-            .await;
+        let login = t.call(login_request("admin@acme.example", PASSWORD)).await;
         let retry = t.call(delete(Some(&token), "acme")).await;
 
         if !["delete:before_mark", "delete:after_mark"].contains(&point) {
@@ -241,6 +229,7 @@ fn soft_delete_failpoints() -> Vec<&'static str> {
     points
 }
 
+/// The delete of "acme" with `token`, as its function receives it.
 fn delete_event(token: &str) -> String {
     event_json(
         "DELETE",
@@ -405,10 +394,11 @@ async fn a_restore_that_claimed_the_record_before_a_create_took_the_name_gives_i
     assert_eq!(status, "409");
     assert_invariants(&t).await;
     let restored = t
-        .call(post(
-            "/org/restore",
-            &json!({"organization_name": "acme", "email": "admin@acme.example",
-                    "password": PASSWORD, "new_organization_name": "acme-old"}),
+        .call(restore_request(
+            "acme",
+            "admin@acme.example",
+            PASSWORD,
+            Some("acme-old"),
         ))
         .await;
     assert_eq!(restored.status, 200, "{}", restored.body);
@@ -484,10 +474,7 @@ async fn an_operation_in_progress_is_a_409_for_others_until_its_lease_runs_out()
 
     assert_eq!(got.status, 409);
     assert_eq!(got.body["error"]["code"], "operation_in_progress");
-    assert!(got.body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("renamed"));
+    assert!(got.error_message().contains("renamed"));
     assert_eq!(del.status, 409);
     assert_eq!(create.status, 409);
     t.drop().await;
@@ -646,19 +633,12 @@ async fn a_delete_that_read_the_organization_before_a_rename_finished_deletes_no
     let t = TestApp::new().await;
     let (_, token) = t.create_and_login("acme").await;
     fill_tenant(&t, "org_acme", TENANT_DOCS).await;
-    let delete_acme = event_json(
-        "DELETE",
-        "/org/delete",
-        &[("organization_name", "acme")],
-        None,
-        Some(&token),
-    );
 
     // The delete has found "acme"; the rename then completes before it acts.
     let status = run_pausing_at(
         &mongodb_uri(),
         &t,
-        &delete_acme,
+        &delete_event(&token),
         "delete:before_mark",
         async {
             let renamed = t
