@@ -29,9 +29,13 @@ fn wrong_types() -> Vec<Value> {
     ]
 }
 
+fn owned(strings: &[&str]) -> Vec<String> {
+    strings.iter().map(|s| s.to_string()).collect()
+}
+
 /// Strings that break a rule of organization names.
 fn bad_names() -> Vec<String> {
-    let mut v: Vec<String> = [
+    let mut v = owned(&[
         "",
         "   ",
         "a$b",
@@ -69,10 +73,7 @@ fn bad_names() -> Vec<String> {
         "../../etc/passwd",
         "%2e%2e",
         "{\"$ne\":1}",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     v.push("a".repeat(65));
     v.push("a".repeat(1025));
     v.push("a".repeat(20_000));
@@ -81,7 +82,7 @@ fn bad_names() -> Vec<String> {
 
 /// Strings that break a rule of emails.
 fn bad_emails() -> Vec<String> {
-    let mut v: Vec<String> = [
+    let mut v = owned(&[
         "",
         " ",
         "plain",
@@ -100,10 +101,7 @@ fn bad_emails() -> Vec<String> {
         "a@-x.example",
         "a@x.example-",
         "{\"$ne\":null}",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     v.push(format!("{}@x.example", "a".repeat(65)));
     v.push(format!("a@{}.example", "b".repeat(64)));
     v.push(format!("a@{}", "b.".repeat(130)));
@@ -231,26 +229,8 @@ async fn hundreds_of_hostile_requests_get_only_4xx_and_change_nothing() {
         }
     }
     for name in bad_names() {
-        requests.push((
-            "get",
-            event(
-                "GET",
-                "/org/get",
-                &[("organization_name", &name)],
-                None,
-                None,
-            ),
-        ));
-        requests.push((
-            "delete",
-            event(
-                "DELETE",
-                "/org/delete",
-                &[("organization_name", &name)],
-                None,
-                Some(&token),
-            ),
-        ));
+        requests.push(("get", get_org(&name)));
+        requests.push(("delete", delete(Some(&token), &name)));
     }
     for (body, base64) in bad_bodies() {
         requests.push((
