@@ -26,12 +26,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::fs;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use jsonschema::{Draft, Validator};
 use mongodb::bson::{self, doc, DateTime, Document};
 use serde_json::{json, Value};
-use shared::config::{Secret, SecretSource};
 use shared::lambda_http::Request;
 use shared::store::{OrgState, Pending};
 use shared::App;
@@ -379,16 +377,6 @@ impl RouteProbe {
     }
 }
 
-/// The same app with its database at 127.0.0.1:9, where nothing listens:
-/// every database call fails fast, as in an outage.
-fn with_unreachable_database(t: &TestApp) -> App {
-    let mut config = t.app.config.clone();
-    let db = config.database.as_mut().expect("a database config");
-    db.uri = SecretSource::Value(Secret::new("mongodb://127.0.0.1:9/?directConnection=true"));
-    db.timeout = Duration::from_millis(300);
-    App::with_secret_store(config, None)
-}
-
 /// Repeats a request that fails (401) until it is throttled (429), each
 /// answer checked against the document.
 async fn until_throttled(route: &mut RouteProbe, t: &TestApp, request: impl Fn() -> Request) {
@@ -462,13 +450,6 @@ fn with_idempotency_key(mut req: Request, key: &str) -> Request {
     let value = key.parse().expect("a header value");
     req.headers_mut().insert("idempotency-key", value);
     req
-}
-
-fn login_request(email: &str, password: &str) -> Request {
-    post(
-        "/admin/login",
-        &json!({"email": email, "password": password}),
-    )
 }
 
 /// A body over the 16 KiB cap, otherwise well-formed.
@@ -882,13 +863,6 @@ async fn delete_answers_every_documented_status_as_the_document_describes_it() {
 async fn restore_answers_every_documented_status_as_the_document_describes_it() {
     let t = TestApp::new().await;
     let mut route = RouteProbe::new("POST", "/org/restore");
-    let restore = |name: &str, email: &str, password: &str, new_name: Option<&str>| {
-        let mut body = json!({"organization_name": name, "email": email, "password": password});
-        if let Some(n) = new_name {
-            body["new_organization_name"] = json!(n);
-        }
-        post("/org/restore", &body)
-    };
     // Four deleted organizations: one restored, one whose name is taken
     // since, one whose email is, one left mid-restore.
     for name in ["acme", "named", "mailed", "busy"] {
@@ -909,23 +883,23 @@ async fn restore_answers_every_documented_status_as_the_document_describes_it() 
         .await
         .unwrap();
 
-    let acme = |p: &str| restore("acme", "admin@acme.example", p, None);
+    let acme = |p: &str| restore_request("acme", "admin@acme.example", p, None);
     route.expect(400, t.call(post_raw("/org/restore", "{\"email\":")).await);
     let huge = oversized(json!({"organization_name": "acme", "email": "admin@acme.example"}));
     route.expect(413, t.call(post_raw("/org/restore", &huge)).await);
     route.expect(
         422,
-        t.call(restore("a.b", "admin@acme.example", PASSWORD, None))
+        t.call(restore_request("a.b", "admin@acme.example", PASSWORD, None))
             .await,
     );
     route.expect(404, t.call(acme("wrong-password")).await);
     let down = with_unreachable_database(&t);
     route.expect(503, call(&down, acme(PASSWORD)).await);
     let conflicts = [
-        restore("named", "admin@named.example", PASSWORD, None),
-        restore("named", "admin@named.example", PASSWORD, Some("other")),
-        restore("mailed", "admin@mailed.example", PASSWORD, None),
-        restore("busy", "admin@busy.example", PASSWORD, None),
+        restore_request("named", "admin@named.example", PASSWORD, None),
+        restore_request("named", "admin@named.example", PASSWORD, Some("other")),
+        restore_request("mailed", "admin@mailed.example", PASSWORD, None),
+        restore_request("busy", "admin@busy.example", PASSWORD, None),
     ];
     let mut codes = Vec::new();
     for request in conflicts {
@@ -944,7 +918,7 @@ async fn restore_answers_every_documented_status_as_the_document_describes_it() 
     route.expect(200, t.call(acme(PASSWORD)).await);
     // Wrong passwords are throttled like failed logins (a 404 each, then 429).
     until_throttled_after(&mut route, &t, 404, || {
-        restore("named", "admin@named.example", "wrong-password", None)
+        restore_request("named", "admin@named.example", "wrong-password", None)
     })
     .await;
 
