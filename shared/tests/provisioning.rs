@@ -11,25 +11,13 @@ use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use serde_json::{json, Value};
 use shared::domain::OrgName;
 use shared::events::{self, Publisher};
-use shared::store::{CredentialChange, Store};
-use shared::App;
+use shared::store::CredentialChange;
 use support::*;
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
-}
-
-fn failed_ids(answer: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = answer["batchItemFailures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
-    ids
 }
 
 #[tokio::test]
@@ -58,7 +46,7 @@ async fn an_sqs_batch_reports_only_its_failed_messages() {
         .await
         .unwrap();
 
-    assert_eq!(failed_ids(&answer), ["msg-existing", "msg-invalid"]);
+    assert_eq!(failed_messages(&answer), ["msg-existing", "msg-invalid"]);
     let mut names: Vec<String> = t
         .all("organizations")
         .await
@@ -92,8 +80,8 @@ async fn a_message_delivered_again_is_a_success_not_a_retry() {
     let first = deliver(&t.app, good.clone()).await.unwrap();
     let redelivered = deliver(&t.app, good).await.unwrap();
 
-    assert_eq!(failed_ids(&first), Vec::<String>::new());
-    assert_eq!(failed_ids(&redelivered), Vec::<String>::new());
+    assert_eq!(failed_messages(&first), Vec::<String>::new());
+    assert_eq!(failed_messages(&redelivered), Vec::<String>::new());
     assert_eq!(t.count("organizations", doc! {"name": "sqs-good"}).await, 1);
     t.drop().await;
 }
@@ -244,71 +232,89 @@ async fn the_same_idempotency_key_with_another_body_is_422_and_changes_nothing()
 
 // ------------------------------------------------------------ events out
 
-async fn queue_listening_to(bus: &str) -> (aws_sdk_sqs::Client, String) {
-    let sdk = shared::aws::load(None).await;
-    let eb = aws_sdk_eventbridge::Client::new(&sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    eb.create_event_bus().name(bus).send().await.unwrap();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(format!("{bus}-q"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    eb.put_rule()
-        .name(format!("{bus}-all"))
-        .event_bus_name(bus)
-        .event_pattern(json!({"source": [events::SOURCE]}).to_string())
-        .send()
-        .await
-        .unwrap();
-    eb.put_targets()
-        .rule(format!("{bus}-all"))
-        .event_bus_name(bus)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("q")
-                .arn(queue_arn)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    (sqs, queue_url)
+/// A bus of the test's own, with a queue that receives every event the
+/// service publishes on it.
+struct Listener {
+    bus: String,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
 }
 
-async fn received(sqs: &aws_sdk_sqs::Client, queue_url: &str, want: usize) -> Vec<Value> {
-    let mut out = Vec::new();
-    for _ in 0..20 {
-        let got = sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
+impl Listener {
+    async fn new() -> Self {
+        let bus = format!("bus-{}", fresh_db_name());
+        let sdk = shared::aws::load(None).await;
+        let eb = aws_sdk_eventbridge::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        eb.create_event_bus().name(&bus).send().await.unwrap();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(format!("{bus}-q"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let queue_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        eb.put_rule()
+            .name(format!("{bus}-all"))
+            .event_bus_name(&bus)
+            .event_pattern(json!({"source": [events::SOURCE]}).to_string())
             .send()
             .await
             .unwrap();
-        for m in got.messages.unwrap_or_default() {
-            out.push(serde_json::from_str(m.body.as_deref().unwrap()).unwrap());
+        eb.put_targets()
+            .rule(format!("{bus}-all"))
+            .event_bus_name(&bus)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("q")
+                    .arn(queue_arn)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        Self {
+            bus,
+            sqs,
+            queue_url,
         }
-        if out.len() >= want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    out
+
+    /// The events on the queue, once `want` of them have arrived (or about
+    /// two seconds have passed).
+    async fn received(&self, want: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        for _ in 0..20 {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            for m in got.messages.unwrap_or_default() {
+                out.push(serde_json::from_str(m.body.as_deref().unwrap()).unwrap());
+            }
+            if out.len() >= want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        out
+    }
 }
 
 async fn app_with_events(endpoint: Option<&str>, bus: &str) -> TestApp {
@@ -320,22 +326,27 @@ async fn app_with_events(endpoint: Option<&str>, bus: &str) -> TestApp {
 /// `publisher` (none: they wait in the outbox for a flush).
 async fn app_publishing(bus: &str, publisher: Option<Publisher>) -> TestApp {
     let mut t = TestApp::new().await;
-    let dbc = t.app.config.database.clone().unwrap();
-    let store = Store::connect(&dbc, &mongodb_uri())
-        .await
-        .unwrap()
-        .with_events(true);
     let mut config = t.app.config.clone();
     config.event_bus = Some(bus.to_owned());
-    t.app = App::with_store(config, store, Some(test_tokens())).with_publisher(publisher);
+    t.app = t
+        .app_with(config, |store| store.with_events(true))
+        .await
+        .with_publisher(publisher);
     t
+}
+
+/// The `detail-type` of each event, in order.
+fn detail_types(messages: &[Value]) -> Vec<&str> {
+    messages
+        .iter()
+        .map(|m| m["detail-type"].as_str().unwrap())
+        .collect()
 }
 
 #[tokio::test]
 async fn created_renamed_and_deleted_are_published_with_ids_names_and_no_secret() {
-    let bus = format!("bus-{}", fresh_db_name());
-    let (sqs, queue_url) = queue_listening_to(&bus).await;
-    let t = app_with_events(None, &bus).await;
+    let listener = Listener::new().await;
+    let t = app_with_events(None, &listener.bus).await;
 
     let (org, token) = t.create_and_login("acme").await;
     let updated = t
@@ -349,12 +360,11 @@ async fn created_renamed_and_deleted_are_published_with_ids_names_and_no_secret(
     let token = updated.body["access_token"].as_str().unwrap();
     assert_eq!(t.call(delete(Some(token), "acme-two")).await.status, 200);
 
-    let messages = received(&sqs, &queue_url, 3).await;
-    let kinds: Vec<&str> = messages
-        .iter()
-        .map(|m| m["detail-type"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, [events::CREATED, events::RENAMED, events::DELETED]);
+    let messages = listener.received(3).await;
+    assert_eq!(
+        detail_types(&messages),
+        [events::CREATED, events::RENAMED, events::DELETED]
+    );
     for m in &messages {
         assert_eq!(m["source"], events::SOURCE);
         assert_eq!(m["detail"]["organization_id"], org["organization_id"]);
@@ -373,9 +383,8 @@ async fn created_renamed_and_deleted_are_published_with_ids_names_and_no_secret(
 
 #[tokio::test]
 async fn a_publishing_failure_keeps_the_operation_and_the_event_waits_until_delivered() {
-    let bus = format!("bus-{}", fresh_db_name());
-    let (sqs, queue_url) = queue_listening_to(&bus).await;
-    let t = app_with_events(Some("http://127.0.0.1:9"), &bus).await;
+    let listener = Listener::new().await;
+    let t = app_with_events(Some("http://127.0.0.1:9"), &listener.bus).await;
 
     let created = t.create("acme", "a@acme.example").await;
 
@@ -389,11 +398,14 @@ async fn a_publishing_failure_keeps_the_operation_and_the_event_waits_until_deli
     // The endpoint is back; after the back-off a flush delivers it.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let sdk = shared::aws::load(None).await;
-    let flushed = events::flush(t.app.store().await.unwrap(), &Publisher::new(&sdk, &bus))
-        .await
-        .unwrap();
+    let flushed = events::flush(
+        t.app.store().await.unwrap(),
+        &Publisher::new(&sdk, &listener.bus),
+    )
+    .await
+    .unwrap();
     assert_eq!(flushed.published, 1);
-    let messages = received(&sqs, &queue_url, 1).await;
+    let messages = listener.received(1).await;
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["detail-type"], events::CREATED);
     assert_eq!(t.count("outbox", doc! {"published_at": null}).await, 0);
@@ -402,10 +414,9 @@ async fn a_publishing_failure_keeps_the_operation_and_the_event_waits_until_deli
 
 #[tokio::test]
 async fn one_scheduled_flush_drains_a_backlog_larger_than_a_batch_and_stops_at_a_failing_bus() {
-    let bus = format!("bus-{}", fresh_db_name());
-    let (sqs, queue_url) = queue_listening_to(&bus).await;
+    let listener = Listener::new().await;
     // Nothing publishes on the requests' behalf: every event waits.
-    let t = app_publishing(&bus, None).await;
+    let t = app_publishing(&listener.bus, None).await;
     let backlog = 2 * events::BATCH + 5;
     for i in 0..backlog {
         let created = t
@@ -432,28 +443,30 @@ async fn one_scheduled_flush_drains_a_backlog_larger_than_a_batch_and_stops_at_a
     // EventBridge still unreachable: one batch fails, and the run stops
     // there rather than send every batch into the outage.
     ready().await;
-    let down = Publisher::new(&shared::aws::load(Some("http://127.0.0.1:9")).await, &bus);
+    let down = Publisher::new(
+        &shared::aws::load(Some("http://127.0.0.1:9")).await,
+        &listener.bus,
+    );
     let failed = events::flush(store, &down).await.unwrap();
     assert_eq!((failed.published, failed.failed), (0, events::BATCH));
 
     // Back: one run publishes the whole backlog.
     ready().await;
-    let up = Publisher::new(&shared::aws::load(None).await, &bus);
+    let up = Publisher::new(&shared::aws::load(None).await, &listener.bus);
     let flushed = events::flush(store, &up).await.unwrap();
     assert_eq!((flushed.published, flushed.failed), (backlog, 0));
     assert_eq!(t.count("outbox", doc! {"published_at": null}).await, 0);
-    assert_eq!(received(&sqs, &queue_url, backlog).await.len(), backlog);
+    assert_eq!(listener.received(backlog).await.len(), backlog);
     t.drop().await;
 }
 
 #[tokio::test]
 async fn an_event_its_request_never_published_is_held_then_sent_by_the_scheduled_flush() {
-    let bus = format!("bus-{}", fresh_db_name());
-    let (sqs, queue_url) = queue_listening_to(&bus).await;
-    let t = app_with_events(None, &bus).await;
+    let listener = Listener::new().await;
+    let t = app_with_events(None, &listener.bus).await;
     let (org, _) = t.create_and_login("acme").await;
     let store = t.app.store().await.unwrap();
-    let publisher = Publisher::new(&shared::aws::load(None).await, &bus);
+    let publisher = Publisher::new(&shared::aws::load(None).await, &listener.bus);
     let id = |key: &str| ObjectId::parse_str(org[key].as_str().unwrap()).unwrap();
 
     // The rename finishes and records its event, and its request dies before
@@ -489,12 +502,8 @@ async fn an_event_its_request_never_published_is_held_then_sent_by_the_scheduled
         .unwrap();
     let late = events::flush(store, &publisher).await.unwrap();
     assert_eq!(late.published, 1);
-    let messages = received(&sqs, &queue_url, 2).await;
-    let kinds: Vec<&str> = messages
-        .iter()
-        .map(|m| m["detail-type"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, [events::CREATED, events::RENAMED]);
+    let messages = listener.received(2).await;
+    assert_eq!(detail_types(&messages), [events::CREATED, events::RENAMED]);
     assert_eq!(messages[1]["detail"]["event_id"], held.id.to_hex());
     assert_eq!(t.count("outbox", doc! {"published_at": null}).await, 0);
     t.drop().await;
