@@ -5,7 +5,7 @@
 
 mod support;
 
-use mongodb::bson::{doc, Document};
+use mongodb::bson::doc;
 use serde_json::json;
 use support::*;
 
@@ -36,18 +36,8 @@ async fn a_deleted_organization_is_gone_for_everyone_but_its_data_waits_under_it
     assert_eq!(deleted.body["status"], "deleted");
     assert_eq!(deleted.body["organization"], org);
     assert_eq!(t.call(get_org("acme")).await.status, 404);
-    let login = t
-        .call(post(
-            "/admin/login",
-            &json!({"email": EMAIL, "password": PASSWORD}),
-        ))
-        .await;
-    let unknown = t
-        .call(post(
-            "/admin/login",
-            &json!({"email": "nobody@acme.example", "password": PASSWORD}),
-        ))
-        .await;
+    let login = t.call(login_request(EMAIL, PASSWORD)).await;
+    let unknown = t.call(login_request("nobody@acme.example", PASSWORD)).await;
     assert_eq!(login.status, 401);
     assert_eq!(
         login.body, unknown.body,
@@ -105,12 +95,7 @@ async fn a_restore_brings_the_organization_back_with_its_data_and_no_old_session
     assert_eq!(restored.body, org, "the same organization, id and all");
     assert_eq!(t.call(get_org("acme")).await.status, 200);
     assert_eq!(tenant_count(&t, "org_acme").await, 40);
-    let indexes = t
-        .database()
-        .collection::<Document>("org_acme")
-        .list_index_names()
-        .await
-        .unwrap();
+    let indexes = t.index_names("org_acme").await;
     assert!(indexes.contains(&"sku_unique".to_owned()), "{indexes:?}");
     let stale = t
         .update(&old_token, json!({"organization_name": "acme-2"}))
@@ -137,26 +122,15 @@ async fn a_restore_whose_name_was_taken_since_needs_a_new_name_and_then_uses_it(
 
     let refused = t.restore("acme", EMAIL, PASSWORD).await;
     let taken_too = t
-        .call(post(
-            "/org/restore",
-            &json!({"organization_name": "acme", "email": EMAIL, "password": PASSWORD,
-                    "new_organization_name": "acme"}),
-        ))
+        .call(restore_request("acme", EMAIL, PASSWORD, Some("acme")))
         .await;
     let restored = t
-        .call(post(
-            "/org/restore",
-            &json!({"organization_name": "acme", "email": EMAIL, "password": PASSWORD,
-                    "new_organization_name": "acme-old"}),
-        ))
+        .call(restore_request("acme", EMAIL, PASSWORD, Some("acme-old")))
         .await;
 
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert_eq!(refused.body["error"]["code"], "restore_name_taken");
-    assert!(refused.body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("new_organization_name"));
+    assert!(refused.error_message().contains("new_organization_name"));
     assert_eq!(taken_too.status, 409, "{}", taken_too.body);
     assert_eq!(restored.status, 200, "{}", restored.body);
     assert_eq!(restored.body["organization_id"], org["organization_id"]);
@@ -427,14 +401,7 @@ async fn a_restore_and_a_purge_at_once_leave_it_either_back_or_gone() {
         let t = TestApp::concurrent().await;
         deleted_acme(&t, 5).await;
         // Due for the purge, and still restorable for a moment.
-        let soon = mongodb::bson::DateTime::from_millis(
-            mongodb::bson::DateTime::now().timestamp_millis() + 300,
-        );
-        t.database()
-            .collection::<Document>("deleted_organizations")
-            .update_many(doc! {}, doc! { "$set": { "purge_after": soon } })
-            .await
-            .unwrap();
+        t.purge_in(300).await;
         let store = t.app.store().await.unwrap();
 
         let (restored, purged) = tokio::join!(t.restore("acme", EMAIL, PASSWORD), async {
