@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
 use serde_json::{json, Value};
-use shared::config::SecretSource;
 use shared::handlers;
 use shared::secrets::SecretStore;
 use shared::store::LoginThrottle;
@@ -24,13 +23,15 @@ fn eventbridge(detail: Value) -> Value {
     })
 }
 
-fn failed(answer: &Value) -> Vec<&str> {
-    answer["batchItemFailures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap())
-        .collect()
+/// The same app with its database URI behind a secret in a Secrets Manager
+/// that cannot be reached.
+async fn with_unreachable_secret_store(t: &TestApp) -> shared::App {
+    let unreachable = SecretStore::with_endpoint("http://127.0.0.1:9").await;
+    with_database_secret(
+        t.app.config.clone(),
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:uri",
+        unreachable,
+    )
 }
 
 async fn admin_doc(t: &TestApp, email: &str) -> mongodb::bson::Document {
@@ -58,7 +59,7 @@ async fn provisioning_never_adopts_an_organization_someone_registered_first_over
 
     let err = over_the_bus.expect_err("the bus request must fail into the dead-letter queue");
     assert!(err.contains("organization_exists"), "{err}");
-    assert_eq!(failed(&over_the_queue), ["m1"]);
+    assert_eq!(failed_messages(&over_the_queue), ["m1"]);
     assert_eq!(
         t.snapshot().await,
         before,
@@ -84,8 +85,8 @@ async fn a_repeated_identical_provisioning_delivery_is_still_a_success() {
 
     assert_eq!(first["status"], "created");
     assert_eq!(again["status"], "exists");
-    assert!(failed(&queued).is_empty());
-    assert_eq!(failed(&different), ["m2"]);
+    assert!(failed_messages(&queued).is_empty());
+    assert_eq!(failed_messages(&different), ["m2"]);
     assert_eq!(t.count("organizations", doc! {}).await, 1);
     t.drop().await;
 }
@@ -143,7 +144,7 @@ async fn plaintext_passwords_are_refused_on_the_queue_and_the_bus_and_never_dead
     let bussed = deliver(&t.app, eventbridge(request)).await.unwrap();
 
     assert!(
-        failed(&queued).is_empty(),
+        failed_messages(&queued).is_empty(),
         "consumed, not retried into the DLQ"
     );
     assert_eq!(bussed["status"], "discarded");
@@ -164,14 +165,9 @@ async fn a_provisioned_hash_above_the_maximum_cost_is_refused_and_login_stays_pr
         .unwrap();
     let bussed = deliver(&t.app, eventbridge(request)).await;
     let started = Instant::now();
-    let login = t
-        .call(post(
-            "/admin/login",
-            &json!({"email": "admin@acme.example", "password": PASSWORD}),
-        ))
-        .await;
+    let login = t.call(login_request("admin@acme.example", PASSWORD)).await;
 
-    assert_eq!(failed(&answer), ["m1"]);
+    assert_eq!(failed_messages(&answer), ["m1"]);
     assert!(bussed.unwrap_err().contains("maximum"));
     assert_eq!(t.count("organizations", doc! {}).await, 0);
     assert_eq!(login.status, 401);
@@ -328,12 +324,7 @@ async fn an_old_token_alone_cannot_change_credentials_but_a_current_password_can
 async fn the_authorizer_lets_the_function_decide_while_the_database_is_unreachable() {
     let t = TestApp::new().await;
     let (_, token) = t.create_and_login("acme").await;
-    let mut config = t.app.config.clone();
-    config.database.as_mut().unwrap().uri = SecretSource::SecretsManager {
-        arn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:uri".into(),
-    };
-    let unreachable = SecretStore::with_endpoint("http://127.0.0.1:9").await;
-    let app = shared::App::with_secret_store(config, Some(unreachable));
+    let app = with_unreachable_secret_store(&t).await;
 
     let gate = handlers::authorize(&app, authorizer_event(&token)).await;
     let behind = reply(handlers::delete(&app, delete(Some(&token), "acme")).await);
@@ -376,13 +367,6 @@ async fn the_authorizer_lets_a_delete_through_whose_admin_that_delete_already_re
     t.drop().await;
 }
 
-fn authorizer_event(
-    token: &str,
-) -> shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request {
-    let raw = include_str!("../../events/authorizer.json").replace("REPLACE_WITH_TOKEN", token);
-    serde_json::from_str(&raw).unwrap()
-}
-
 // ------------------------------------------------------------ abuse limits
 
 #[tokio::test]
@@ -405,10 +389,7 @@ async fn a_guessable_password_is_refused_with_the_reason_on_create_and_on_change
     for r in [&weak, &named, &change] {
         assert_eq!(r.status, 422, "{}", r.body);
         assert_eq!(r.body["error"]["field"], "password");
-        assert!(r.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("too easy to guess"));
+        assert!(r.error_message().contains("too easy to guess"));
     }
     assert_eq!(t.count("organizations", doc! {"name": "acme"}).await, 0);
     t.drop().await;
@@ -470,36 +451,25 @@ async fn guessing_from_many_addresses_locks_the_email_only_for_a_bounded_time_an
     let t = TestApp::throttled(policy).await;
     t.create("acme", "a@acme.example").await;
     let victim = "192.0.2.200";
+    let guess_from = |ip: &str| t.call(login_from(ip, "a@acme.example", "wrong-guess"));
+    let victim_login = || t.call(login_from(victim, "a@acme.example", PASSWORD));
     // A stranger's few failures from one address lock nobody else.
     for _ in 0..3 {
-        t.call(login_from("198.51.100.1", "a@acme.example", "wrong-guess"))
-            .await;
+        guess_from("198.51.100.1").await;
     }
-    assert_eq!(
-        t.call(login_from(victim, "a@acme.example", PASSWORD))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(victim_login().await.status, 200);
 
     // The ceiling reached from many addresses locks the email everywhere...
-    t.call(login_from("198.51.100.2", "a@acme.example", "wrong-guess"))
-        .await;
-    let locked = t.call(login_from(victim, "a@acme.example", PASSWORD)).await;
+    guess_from("198.51.100.2").await;
+    let locked = victim_login().await;
     assert_eq!(locked.status, 429, "{}", locked.body);
     let retry_after: u64 = locked.retry_after();
     assert!((1..=2).contains(&retry_after), "{retry_after}");
 
     // ...for the lock only, and one more failure after it locks nothing.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    t.call(login_from("198.51.100.3", "a@acme.example", "wrong-guess"))
-        .await;
-    assert_eq!(
-        t.call(login_from(victim, "a@acme.example", PASSWORD))
-            .await
-            .status,
-        200
-    );
+    guess_from("198.51.100.3").await;
+    assert_eq!(victim_login().await.status, 200);
     t.drop().await;
 }
 
@@ -524,12 +494,7 @@ async fn an_email_is_one_account_however_its_domain_and_accents_are_written() {
 #[tokio::test]
 async fn a_malformed_name_is_a_422_even_with_the_secret_store_unreachable() {
     let t = TestApp::new().await;
-    let mut config = t.app.config.clone();
-    config.database.as_mut().unwrap().uri = SecretSource::SecretsManager {
-        arn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:uri".into(),
-    };
-    let unreachable = SecretStore::with_endpoint("http://127.0.0.1:9").await;
-    let app = shared::App::with_secret_store(config, Some(unreachable));
+    let app = with_unreachable_secret_store(&t).await;
     let token = t.create_and_login("acme").await.1;
 
     let created = reply(
