@@ -12,7 +12,6 @@ use base64::engine::{general_purpose::URL_SAFE_NO_PAD, Engine};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
 use shared::auth::{KeyProvider, Tokens};
-use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use shared::config::{Config, SecretSource, TokenConfig};
 use shared::error::ApiError;
 use shared::handlers;
@@ -47,11 +46,6 @@ fn claims() -> Value {
 
 fn header() -> Value {
     json!({"alg": "HS256", "typ": "JWT", "kid": "local"})
-}
-
-fn authorizer_event(token: &str) -> ApiGatewayV2CustomAuthorizerV2Request {
-    let raw = include_str!("../../events/authorizer.json").replace("REPLACE_WITH_TOKEN", token);
-    serde_json::from_str(&raw).unwrap()
 }
 
 // ------------------------------------------------------------- authorizer
@@ -99,13 +93,12 @@ async fn the_authorizer_denies_expired_foreign_forged_and_tampered_tokens() {
         c.as_object_mut().unwrap().remove(field);
         forge(header(), c, JWT_SECRET)
     };
-    let with_header = |h: Value, secret: &str| forge(h, claims(), secret);
     let mut tampered = good.clone();
     let dot = tampered.find('.').unwrap();
     tampered.replace_range(dot + 1..dot + 3, "ey");
     tampered.insert(dot + 5, 'A');
 
-    let cases = [
+    let mut cases = vec![
         ("expired", with("exp", json!(now() - 600))),
         ("not yet valid", with("nbf", json!(now() + 600))),
         ("issued in the future", with("iat", json!(now() + 600))),
@@ -124,54 +117,51 @@ async fn the_authorizer_denies_expired_foreign_forged_and_tampered_tokens() {
                 URL_SAFE_NO_PAD.encode(claims().to_string())
             ),
         ),
-        (
-            "HS512 header",
-            with_header(
-                json!({"alg": "HS512", "typ": "JWT", "kid": "local"}),
-                JWT_SECRET,
-            ),
-        ),
-        (
-            "no typ",
-            with_header(json!({"alg": "HS256", "kid": "local"}), JWT_SECRET),
-        ),
-        (
-            "other typ",
-            with_header(
-                json!({"alg": "HS256", "typ": "at+jwt+x", "kid": "local"}),
-                JWT_SECRET,
-            ),
-        ),
-        (
-            "no kid",
-            with_header(json!({"alg": "HS256", "typ": "JWT"}), JWT_SECRET),
-        ),
-        (
-            "unknown kid",
-            with_header(
-                json!({"alg": "HS256", "typ": "JWT", "kid": "v9"}),
-                JWT_SECRET,
-            ),
-        ),
-        ("another key", forge(header(), claims(), "another-key")),
-        (
-            "jku is not a key source",
-            with_header(
-                json!({"alg": "HS256", "typ": "JWT", "kid": "local", "jku": "https://attacker.example/jwks"}),
-                "attacker-key",
-            ),
-        ),
-        (
-            "embedded jwk is not a key source",
-            with_header(
-                json!({"alg": "HS256", "typ": "JWT", "kid": "local", "jwk": {"kty": "oct", "k": "YXR0YWNrZXIta2V5"}}),
-                "attacker-key",
-            ),
-        ),
         ("tampered", tampered),
         ("empty", String::new()),
         ("garbage", "a.b.c".to_owned()),
     ];
+    // The admin's own claims under a header, or signed with a key, the
+    // service never uses.
+    let headers = [
+        (
+            "HS512 header",
+            json!({"alg": "HS512", "typ": "JWT", "kid": "local"}),
+            JWT_SECRET,
+        ),
+        (
+            "no typ",
+            json!({"alg": "HS256", "kid": "local"}),
+            JWT_SECRET,
+        ),
+        (
+            "other typ",
+            json!({"alg": "HS256", "typ": "at+jwt+x", "kid": "local"}),
+            JWT_SECRET,
+        ),
+        ("no kid", json!({"alg": "HS256", "typ": "JWT"}), JWT_SECRET),
+        (
+            "unknown kid",
+            json!({"alg": "HS256", "typ": "JWT", "kid": "v9"}),
+            JWT_SECRET,
+        ),
+        ("another key", header(), "another-key"),
+        (
+            "jku is not a key source",
+            json!({"alg": "HS256", "typ": "JWT", "kid": "local", "jku": "https://attacker.example/jwks"}),
+            "attacker-key",
+        ),
+        (
+            "embedded jwk is not a key source",
+            json!({"alg": "HS256", "typ": "JWT", "kid": "local", "jwk": {"kty": "oct", "k": "YXR0YWNrZXIta2V5"}}),
+            "attacker-key",
+        ),
+    ];
+    cases.extend(
+        headers
+            .into_iter()
+            .map(|(what, h, secret)| (what, forge(h, claims(), secret))),
+    );
     for (what, token) in cases {
         let r = handlers::authorize(app, authorizer_event(&token)).await;
         assert!(!r.is_authorized, "{what} was authorized");
@@ -400,16 +390,7 @@ async fn a_cold_start_without_a_reachable_secret_answers_503_and_denies() {
     config.tokens = Some(managed_config(arn, Duration::from_secs(300)));
     let app = shared::App::with_secret_store(config.clone(), Some(unreachable.clone()));
 
-    let login = reply(
-        handlers::login(
-            &app,
-            post(
-                "/admin/login",
-                &json!({"email": "admin@acme.example", "password": PASSWORD}),
-            ),
-        )
-        .await,
-    );
+    let login = reply(handlers::login(&app, login_request("admin@acme.example", PASSWORD)).await);
     assert_eq!(login.status, 503, "{}", login.body);
     assert_eq!(login.body["error"]["code"], "service_unavailable");
     let well_formed = forge(header(), claims(), "some-key");
@@ -422,10 +403,7 @@ async fn a_cold_start_without_a_reachable_secret_answers_503_and_denies() {
     );
 
     // The MongoDB URI behind an unreachable secret: 503 as well.
-    config.database.as_mut().unwrap().uri = SecretSource::SecretsManager {
-        arn: arn.to_owned(),
-    };
-    let app = shared::App::with_secret_store(config, Some(unreachable));
+    let app = with_database_secret(config, arn, unreachable);
     assert_eq!(
         reply(handlers::get(&app, get_org("acme")).await).status,
         503
@@ -439,9 +417,7 @@ async fn the_mongodb_uri_can_come_from_secrets_manager() {
     t.create("acme", "admin@acme.example").await;
     let store = SecretStore::from_env().await;
     let arn = create_secret(&store, &mongodb_uri()).await;
-    let mut config: Config = t.app.config.clone();
-    config.database.as_mut().unwrap().uri = SecretSource::SecretsManager { arn };
-    let app = shared::App::with_secret_store(config, Some(store));
+    let app = with_database_secret(t.app.config.clone(), &arn, store);
 
     let r = reply(handlers::get(&app, get_org("acme")).await);
 
