@@ -1954,16 +1954,35 @@ fn only_the_listed_sources_provision_and_plaintext_only_where_allowed() {
     );
 }
 
-#[test]
-fn only_the_functions_that_sign_or_verify_tokens_may_read_the_signing_key() {
-    let t = template();
-    let policies = resources_of_type(&t, "AWS::SecretsManager::ResourcePolicy");
+/// The statements of the signing key's resource policy (the
+/// `AWS::SecretsManager::ResourcePolicy` whose `SecretId` is `!Ref JwtSigningKey`).
+fn signing_key_policy(t: &Value) -> Vec<Value> {
+    let policies = resources_of_type(t, "AWS::SecretsManager::ResourcePolicy");
     let (_, policy) = policies
         .iter()
         .find(|(_, p)| ref_target(at(p, &["Properties", "SecretId"])) == Some("JwtSigningKey"))
         .expect("the signing key has a resource policy");
     let mut found = Vec::new();
     statements(at(policy, &["Properties", "ResourcePolicy"]), &mut found);
+    assert!(
+        !found.is_empty(),
+        "the signing key's resource policy has statements"
+    );
+    found
+}
+
+/// Every principal the signing key's resource policy exempts from its deny.
+fn signing_key_exempt(t: &Value) -> BTreeSet<String> {
+    signing_key_policy(t)
+        .iter()
+        .flat_map(exempt_principals)
+        .collect()
+}
+
+#[test]
+fn only_the_functions_that_sign_or_verify_tokens_may_read_the_signing_key() {
+    let t = template();
+    let found = signing_key_policy(&t);
     assert_eq!(found.len(), 1, "{found:?}");
     let deny = &found[0];
 
@@ -1993,21 +2012,7 @@ fn only_the_functions_that_sign_or_verify_tokens_may_read_the_signing_key() {
 #[test]
 fn neither_the_restore_nor_the_purge_function_may_read_the_signing_key() {
     let t = template();
-    let mut found = Vec::new();
-    statements(
-        at(
-            &t,
-            &[
-                "Resources",
-                "JwtSigningKeyPolicy",
-                "Properties",
-                "ResourcePolicy",
-            ],
-        ),
-        &mut found,
-    );
-    assert!(!found.is_empty(), "the signing key has a resource policy");
-    let exempt: BTreeSet<String> = found.iter().flat_map(exempt_principals).collect();
+    let exempt = signing_key_exempt(&t);
 
     for f in [Function::Restore, Function::Purge] {
         assert!(
@@ -2217,20 +2222,7 @@ fn the_audit_function_may_only_read_the_database_secret_and_the_signing_key() {
 
     // The grant alone is not enough: the key's resource policy must exempt
     // the role too, or the function could not verify a single token.
-    let mut denies = Vec::new();
-    statements(
-        at(
-            &t,
-            &[
-                "Resources",
-                "JwtSigningKeyPolicy",
-                "Properties",
-                "ResourcePolicy",
-            ],
-        ),
-        &mut denies,
-    );
-    let exempt: BTreeSet<String> = denies.iter().flat_map(exempt_principals).collect();
+    let exempt = signing_key_exempt(&t);
     assert!(
         exempt.contains(&role_arn(Function::Audit)),
         "the signing key's policy lets {} read it: {exempt:?}",
