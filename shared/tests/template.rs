@@ -738,6 +738,27 @@ fn the_authorizer_guards_exactly_the_protected_routes() {
     );
 }
 
+/// The one route the template declares on `f`, checked to be `f`'s route in
+/// the contract.
+fn declared_route(t: &Value, f: Function) -> Route {
+    let id = logical_id(f);
+    let contract = f
+        .route()
+        .unwrap_or_else(|| panic!("{id} serves no route in the contract"));
+    let mut declared: Vec<Route> = routes(t)
+        .into_iter()
+        .filter(|r| r.function == f.name())
+        .collect();
+    assert_eq!(declared.len(), 1, "one route on {id}");
+    let route = declared.remove(0);
+    assert_eq!(
+        (route.method.as_str(), route.path.as_str()),
+        (contract.method, contract.path),
+        "{id}: the contract's route"
+    );
+    route
+}
+
 /// A route's own `RouteSettings` on the HTTP API, or `Value::Null`.
 fn route_settings<'a>(t: &'a Value, method: &str, path: &str) -> &'a Value {
     let key = format!("{method} {path}");
@@ -804,17 +825,11 @@ fn the_restore_route_is_public_and_throttled_no_looser_than_login() {
         "a deleted organization's admin has no token to show"
     );
 
-    let declared: Vec<Route> = routes(&t)
-        .into_iter()
-        .filter(|r| r.function == Function::Restore.name())
-        .collect();
-    assert_eq!(declared.len(), 1, "one route on RestoreFunction");
-    assert_eq!(declared[0].method, restore.method);
-    assert_eq!(declared[0].path, restore.path);
+    let declared = declared_route(&t, Function::Restore);
     // The HTTP API's default authorizer guards every route that does not
     // opt out: restore must say NONE, as login and create do.
     assert_eq!(
-        at(&declared[0].auth, &["Authorizer"]).as_str(),
+        at(&declared.auth, &["Authorizer"]).as_str(),
         Some("NONE"),
         "{} {}: no authorizer",
         restore.method,
@@ -2035,31 +2050,53 @@ fn neither_the_restore_nor_the_purge_function_may_read_the_signing_key() {
     }
 }
 
+/// The secret a function's environment names for the MongoDB URI.
+fn database_secret(env: &BTreeMap<String, Value>) -> &str {
+    ref_target(&env[MONGODB_URI_SECRET_ARN])
+        .expect("MONGODB_URI_SECRET_ARN is !Ref the secret's parameter")
+}
+
+/// Asserts that `f` is granted `granted` and nothing else (`what` says
+/// what that is), one statement each, by the role SAM generates from its
+/// `Policies`.
+fn assert_granted_only(t: &Value, f: Function, granted: &[(&str, String)], what: &str) {
+    let id = logical_id(f);
+    let granted: BTreeSet<(String, String)> = granted
+        .iter()
+        .map(|(action, resource)| ((*action).to_owned(), resource.clone()))
+        .collect();
+    assert_eq!(grants(t, f), granted, "{id}: {what}, nothing else");
+    let found = single_grant_statements(t, f);
+    assert_eq!(
+        found.len(),
+        granted.len(),
+        "{id}: a statement for each grant: {found:?}"
+    );
+    assert!(
+        function_property(t, f, "Role").is_null(),
+        "{id} gets its role from SAM, with these Policies alone"
+    );
+}
+
 #[test]
 fn the_purge_function_may_only_read_the_database_secret_and_publish_as_the_service() {
     let t = template();
     let env = environment(&t, Function::Purge);
-    let database = ref_target(&env[MONGODB_URI_SECRET_ARN])
-        .expect("MONGODB_URI_SECRET_ARN is !Ref the secret's parameter");
+    let database = database_secret(&env);
     assert_eq!(database, "MongoUriSecretArn");
     let bus = the_bus(&t);
 
-    assert_eq!(
-        grants(&t, Function::Purge),
-        BTreeSet::from([
-            (READ_SECRET.to_owned(), database.to_owned()),
-            (PUT_EVENTS.to_owned(), format!("{bus}.Arn")),
-        ]),
-        "PurgeFunction: the MongoDB URI secret and the bus, nothing else"
+    assert_granted_only(
+        &t,
+        Function::Purge,
+        &[
+            (READ_SECRET, database.to_owned()),
+            (PUT_EVENTS, format!("{bus}.Arn")),
+        ],
+        "the MongoDB URI secret and the bus",
     );
     // Its PutEvents is held to the service's source with every publisher's.
     assert!(reading(Section::Events).contains(&Function::Purge));
-    let found = single_grant_statements(&t, Function::Purge);
-    assert_eq!(found.len(), 2, "two statements: {found:?}");
-    assert!(
-        function_property(&t, Function::Purge, "Role").is_null(),
-        "PurgeFunction gets its role from SAM, with these Policies alone"
-    );
 }
 
 #[test]
@@ -2173,17 +2210,11 @@ fn the_audit_route_is_a_bearer_route_with_the_authorizer_named_on_it() {
         .collect();
     assert_eq!(names.len(), 1, "one authorizer: {names:?}");
 
-    let declared: Vec<Route> = routes(&t)
-        .into_iter()
-        .filter(|r| r.function == Function::Audit.name())
-        .collect();
-    assert_eq!(declared.len(), 1, "one route on AuditFunction");
-    assert_eq!(declared[0].method, audit.method);
-    assert_eq!(declared[0].path, audit.path);
+    let declared = declared_route(&t, Function::Audit);
     // Named on the route, as on update and delete, rather than left to the
     // API's DefaultAuthorizer.
     assert_eq!(
-        at(&declared[0].auth, &["Authorizer"]).as_str(),
+        at(&declared.auth, &["Authorizer"]).as_str(),
         Some(names[0]),
         "{} {}: Auth.Authorizer",
         audit.method,
@@ -2195,8 +2226,7 @@ fn the_audit_route_is_a_bearer_route_with_the_authorizer_named_on_it() {
 fn the_audit_function_may_only_read_the_database_secret_and_the_signing_key() {
     let t = template();
     let env = environment(&t, Function::Audit);
-    let database = ref_target(&env[MONGODB_URI_SECRET_ARN])
-        .expect("MONGODB_URI_SECRET_ARN is !Ref the secret's parameter");
+    let database = database_secret(&env);
     assert_eq!(database, "MongoUriSecretArn");
     let key = ref_target(&env[JWT_SECRET_ARN]).expect("JWT_SECRET_ARN is !Ref the signing key");
     assert_eq!(key, "JwtSigningKey");
@@ -2205,19 +2235,14 @@ fn the_audit_function_may_only_read_the_database_secret_and_the_signing_key() {
         assert!(!env.contains_key(var), "AuditFunction: {var}");
     }
 
-    assert_eq!(
-        grants(&t, Function::Audit),
-        BTreeSet::from([
-            (READ_SECRET.to_owned(), database.to_owned()),
-            (READ_SECRET.to_owned(), key.to_owned()),
-        ]),
-        "AuditFunction: the MongoDB URI secret and the signing key, nothing else"
-    );
-    let found = single_grant_statements(&t, Function::Audit);
-    assert_eq!(found.len(), 2, "two statements: {found:?}");
-    assert!(
-        function_property(&t, Function::Audit, "Role").is_null(),
-        "AuditFunction gets its role from SAM, with these Policies alone"
+    assert_granted_only(
+        &t,
+        Function::Audit,
+        &[
+            (READ_SECRET, database.to_owned()),
+            (READ_SECRET, key.to_owned()),
+        ],
+        "the MongoDB URI secret and the signing key",
     );
 
     // The grant alone is not enough: the key's resource policy must exempt
@@ -2238,24 +2263,15 @@ fn the_listing_is_signed_by_iam_and_its_function_may_only_read_the_database_secr
         .expect("the list function serves a route");
     assert_eq!(list.auth, Auth::Iam, "operators, not an admin's token");
 
-    let declared: Vec<Route> = routes(&t)
-        .into_iter()
-        .filter(|r| r.function == Function::List.name())
-        .collect();
-    assert_eq!(declared.len(), 1, "one route on ListFunction");
+    let declared = declared_route(&t, Function::List);
     assert_eq!(
-        (declared[0].method.as_str(), declared[0].path.as_str()),
-        (list.method, list.path)
-    );
-    assert_eq!(
-        at(&declared[0].auth, &["Authorizer"]).as_str(),
+        at(&declared.auth, &["Authorizer"]).as_str(),
         Some("AWS_IAM"),
         "named on the route, never left to a default"
     );
 
     let env = environment(&t, Function::List);
-    let database = ref_target(&env[MONGODB_URI_SECRET_ARN])
-        .expect("MONGODB_URI_SECRET_ARN is !Ref the secret's parameter");
+    let database = database_secret(&env);
     // No signing key: it verifies no token; no bus: it changes nothing.
     for var in [
         JWT_SECRET_ARN,
@@ -2265,14 +2281,11 @@ fn the_listing_is_signed_by_iam_and_its_function_may_only_read_the_database_secr
     ] {
         assert!(!env.contains_key(var), "ListFunction: {var}");
     }
-    assert_eq!(
-        grants(&t, Function::List),
-        BTreeSet::from([(READ_SECRET.to_owned(), database.to_owned())]),
-        "ListFunction: the MongoDB URI secret, nothing else"
-    );
-    assert!(
-        function_property(&t, Function::List, "Role").is_null(),
-        "ListFunction gets its role from SAM, with these Policies alone"
+    assert_granted_only(
+        &t,
+        Function::List,
+        &[(READ_SECRET, database.to_owned())],
+        "the MongoDB URI secret",
     );
 }
 
