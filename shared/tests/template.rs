@@ -1477,6 +1477,16 @@ fn the_provisioning_queue_reports_batch_item_failures_and_redrives_to_the_dead_l
     assert!(retention(DEAD_LETTER_QUEUE) > retention(PROVISIONING_QUEUE));
 }
 
+/// Asserts that schedule event `name` is enabled and runs at `rate`.
+fn assert_enabled_at(name: &str, schedule: &Value, rate: &str) {
+    assert_eq!(at(schedule, &["Schedule"]).as_str(), Some(rate), "{name}");
+    assert!(
+        at(schedule, &["Enabled"]).as_bool() != Some(false)
+            && at(schedule, &["State"]).as_str().unwrap_or("ENABLED") == "ENABLED",
+        "{name} is enabled"
+    );
+}
+
 #[test]
 fn a_schedule_on_the_create_function_sends_the_event_that_flushes_the_outbox() {
     let t = template();
@@ -1489,16 +1499,7 @@ fn a_schedule_on_the_create_function_sends_the_event_that_flushes_the_outbox() {
     );
 
     for (name, schedule) in classic.iter().chain(&scheduler) {
-        assert_eq!(
-            at(schedule, &["Schedule"]).as_str(),
-            Some("rate(5 minutes)"),
-            "{name}"
-        );
-        assert!(
-            at(schedule, &["Enabled"]).as_bool() != Some(false)
-                && at(schedule, &["State"]).as_str().unwrap_or("ENABLED") == "ENABLED",
-            "{name} is enabled"
-        );
+        assert_enabled_at(name, schedule, "rate(5 minutes)");
     }
     // An EventBridge schedule rule sends a "Scheduled Event" from aws.events,
     // which the function recognises; EventBridge Scheduler sends only its
@@ -1537,16 +1538,7 @@ fn a_schedule_runs_the_purge_function_every_hour_and_nothing_else_invokes_it() {
     );
     let (name, schedule) = schedules[0];
 
-    assert_eq!(
-        at(schedule, &["Schedule"]).as_str(),
-        Some("rate(1 hour)"),
-        "{name}"
-    );
-    assert!(
-        at(schedule, &["Enabled"]).as_bool() != Some(false)
-            && at(schedule, &["State"]).as_str().unwrap_or("ENABLED") == "ENABLED",
-        "{name} is enabled"
-    );
+    assert_enabled_at(name, schedule, "rate(1 hour)");
     // The function receives the "Scheduled Event" itself.
     assert!(at(schedule, &["Input"]).is_null(), "{name}: no Input");
 
