@@ -2102,6 +2102,24 @@ fn the_template_allows_no_bcrypt_cost_above_what_the_service_verifies() {
     );
 }
 
+/// A `Number` parameter's `MinValue` and `Default`, the default checked to
+/// lie between its `MinValue` and its `MaxValue`.
+fn number_range(t: &Value, parameter: &str) -> (u64, u64) {
+    let p = at(t, &["Parameters", parameter]);
+    assert_eq!(at(p, &["Type"]).as_str(), Some("Number"), "{parameter}");
+    let bound = |key: &str| {
+        at(p, &[key])
+            .as_u64()
+            .unwrap_or_else(|| panic!("{parameter}: a numeric {key}"))
+    };
+    let (min, default, max) = (bound("MinValue"), bound("Default"), bound("MaxValue"));
+    assert!(
+        min <= default && default <= max,
+        "{parameter}: Default {default} outside MinValue {min} to MaxValue {max}"
+    );
+    (min, default)
+}
+
 /// `var` is `!Ref parameter` on each of `readers`, and on no other function.
 fn assert_only_readers_take_it_from(t: &Value, var: &str, parameter: &str, readers: &[Function]) {
     for f in Function::ALL {
@@ -2130,21 +2148,9 @@ fn only_the_delete_function_reads_the_retention_and_from_its_parameter() {
         &[Function::Delete],
     );
 
-    let parameter = at(&t, &["Parameters", RETENTION_PARAMETER]);
-    assert_eq!(at(parameter, &["Type"]).as_str(), Some("Number"));
-    assert_eq!(
-        at(parameter, &["MinValue"]).as_u64(),
-        Some(0),
-        "0 keeps the immediate removal"
-    );
-    let default = at(parameter, &["Default"])
-        .as_u64()
-        .expect("a numeric Default");
-    let max = at(parameter, &["MaxValue"])
-        .as_u64()
-        .expect("a numeric MaxValue");
+    let (min, default) = number_range(&t, RETENTION_PARAMETER);
+    assert_eq!(min, 0, "0 keeps the immediate removal");
     assert!(default > 0, "soft delete unless the stack turns it off");
-    assert!(default <= max, "Default {default} above MaxValue {max}");
 }
 
 #[test]
@@ -2157,24 +2163,14 @@ fn exactly_the_functions_that_write_audit_entries_read_the_audit_retention_from_
         &reading(Section::Audit),
     );
 
-    let parameter = at(&t, &["Parameters", AUDIT_RETENTION_PARAMETER]);
-    assert_eq!(at(parameter, &["Type"]).as_str(), Some("Number"));
+    let (min, default) = number_range(&t, AUDIT_RETENTION_PARAMETER);
     assert_eq!(
-        at(parameter, &["Default"]).as_u64(),
-        Some(DEFAULT_AUDIT_RETENTION_DAYS),
+        default, DEFAULT_AUDIT_RETENTION_DAYS,
         "the stack keeps entries as long as the code does when unset"
     );
     assert_eq!(
-        at(parameter, &["MinValue"]).as_u64(),
-        Some(1),
+        min, 1,
         "an entry is kept at least a day (the code refuses 0)"
-    );
-    let max = at(parameter, &["MaxValue"])
-        .as_u64()
-        .expect("a numeric MaxValue");
-    assert!(
-        DEFAULT_AUDIT_RETENTION_DAYS <= max,
-        "Default {DEFAULT_AUDIT_RETENTION_DAYS} above MaxValue {max}"
     );
 }
 
