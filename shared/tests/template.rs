@@ -2605,6 +2605,14 @@ fn alarm<'a>(t: &'a Value, id: &str) -> &'a Value {
     at(r, &["Properties"])
 }
 
+/// The `Properties` of alarm `id`, which must be an alarm on the one
+/// `metric` (namespace, name).
+fn metric_alarm<'a>(t: &'a Value, id: &str, metric: (&str, &str)) -> &'a Value {
+    let props = alarm(t, id);
+    assert_eq!(watched_metric(props, id), metric, "{id}");
+    props
+}
+
 /// A metric's `Dimensions` as name → value.
 fn dimensions(value: &Value) -> BTreeMap<String, Value> {
     one_or_many(value)
@@ -2631,13 +2639,19 @@ fn dimension_refs(value: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Asserts that the alarm fires when its statistic goes above `threshold`.
-fn assert_fires_above(props: &Value, threshold: f64, what: &str) {
+/// Asserts that the alarm fires when its statistic goes above its
+/// threshold, whatever that is.
+fn assert_fires_above_its_threshold(props: &Value, what: &str) {
     assert_eq!(
         at(props, &["ComparisonOperator"]).as_str(),
         Some("GreaterThanThreshold"),
         "{what}"
     );
+}
+
+/// Asserts that the alarm fires when its statistic goes above `threshold`.
+fn assert_fires_above(props: &Value, threshold: f64, what: &str) {
+    assert_fires_above_its_threshold(props, what);
     assert_eq!(
         at(props, &["Threshold"]).as_f64(),
         Some(threshold),
@@ -2673,12 +2687,12 @@ fn rate_seconds(rate: &str) -> u64 {
 #[test]
 fn the_dead_letter_queue_alarm_fires_on_any_visible_message() {
     let t = template();
-    let props = alarm(&t, "ProvisioningDeadLetterAlarm");
-
-    assert_eq!(
-        watched_metric(props, "ProvisioningDeadLetterAlarm"),
-        ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    let props = metric_alarm(
+        &t,
+        "ProvisioningDeadLetterAlarm",
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
     );
+
     let dims = dimensions(at(props, &["Dimensions"]));
     assert_eq!(dims.len(), 1, "{dims:?}");
     assert_eq!(
@@ -2697,8 +2711,7 @@ fn every_function_has_an_errors_and_a_throttles_alarm_on_its_own_name() {
         let id = logical_id(f);
         for metric in ["Errors", "Throttles"] {
             let what = format!("{id}{metric}Alarm");
-            let props = alarm(&t, &what);
-            assert_eq!(watched_metric(props, &what), ("AWS/Lambda", metric));
+            let props = metric_alarm(&t, &what, ("AWS/Lambda", metric));
             assert_eq!(
                 dimension_refs(at(props, &["Dimensions"])),
                 BTreeMap::from([("FunctionName".to_owned(), id.clone())]),
@@ -2753,21 +2766,14 @@ fn no_alarm_names_a_function_that_does_not_exist() {
 #[test]
 fn the_http_api_alarm_counts_the_5xx_of_its_default_stage() {
     let t = template();
-    let props = alarm(&t, "HttpApi5xxAlarm");
+    let props = metric_alarm(&t, "HttpApi5xxAlarm", ("AWS/ApiGateway", "5xx"));
 
-    assert_eq!(
-        watched_metric(props, "HttpApi5xxAlarm"),
-        ("AWS/ApiGateway", "5xx")
-    );
     let dims = dimensions(at(props, &["Dimensions"]));
     assert_eq!(dims.len(), 2, "{dims:?}");
     assert_eq!(ref_target(&dims["ApiId"]), Some(HTTP_API));
     assert_eq!(dims["Stage"].as_str(), Some("$default"));
     assert_eq!(at(props, &["Statistic"]).as_str(), Some("Sum"));
-    assert_eq!(
-        at(props, &["ComparisonOperator"]).as_str(),
-        Some("GreaterThanThreshold")
-    );
+    assert_fires_above_its_threshold(props, "HttpApi5xxAlarm");
     let threshold = match ref_target(at(props, &["Threshold"])) {
         Some(parameter) => number_default(&t, parameter),
         None => at(props, &["Threshold"])
@@ -2832,22 +2838,19 @@ fn the_authorizer_error_rate_alarm_divides_its_errors_by_its_invocations() {
 #[test]
 fn the_outbox_alarm_reads_the_oldest_pending_age_under_the_service_dimension_alone() {
     let t = template();
-    let props = alarm(&t, "OutboxBacklogAlarm");
-
-    assert_eq!(
-        watched_metric(props, "OutboxBacklogAlarm"),
-        (METRICS_NAMESPACE, Metric::OutboxOldestPendingAge.name())
+    let props = metric_alarm(
+        &t,
+        "OutboxBacklogAlarm",
+        (METRICS_NAMESPACE, Metric::OutboxOldestPendingAge.name()),
     );
+
     assert_eq!(
         dimension_refs(at(props, &["Dimensions"])),
         BTreeMap::from([(SERVICE_DIMENSION.to_owned(), "AWS::StackName".to_owned())]),
         "exactly the dimension the functions emit"
     );
     assert_eq!(at(props, &["Statistic"]).as_str(), Some("Maximum"));
-    assert_eq!(
-        at(props, &["ComparisonOperator"]).as_str(),
-        Some("GreaterThanThreshold")
-    );
+    assert_fires_above_its_threshold(props, "OutboxBacklogAlarm");
     assert_eq!(
         ref_target(at(props, &["Threshold"])),
         Some(OUTBOX_AGE_PARAMETER)
