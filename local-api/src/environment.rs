@@ -192,6 +192,8 @@ impl Environment {
                 "AWS_LAMBDA_LOG_STREAM_NAME",
                 format!("local/[$LATEST]{instance:032x}"),
             )
+            // As Lambda says of an environment it starts for a waiting invocation.
+            .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
             .env("_HANDLER", "bootstrap")
             .envs(settings.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

@@ -102,7 +102,11 @@ fn start_with(env: &[(&str, String)], pass: &[&str], args: &[&str]) -> Front {
         .args(args)
         .env("MONGODB_URI", uri)
         .env("MASTER_DB", unique("front"))
-        .env("JWT_SECRET", unique("key"))
+        // At least the 32 bytes a function demands of a signing key.
+        .env(
+            "JWT_SECRET",
+            format!("{}-{}", unique("key"), "k".repeat(32)),
+        )
         .env("BCRYPT_COST", "4")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
@@ -376,11 +380,6 @@ fn a_create_a_failed_login_and_an_outbox_flush_write_their_metrics_in_embedded_m
             ("LOCAL_AWS_ENDPOINT_URL", endpoint),
             ("SERVICE_NAME", service.clone()),
             ("PASSWORD_MIN_SCORE", "0".to_owned()),
-            // The login signs nothing here, but reads the key at start.
-            (
-                "JWT_SECRET",
-                format!("{}-{}", unique("key"), "k".repeat(32)),
-            ),
         ],
         &[
             "EVENT_BUS_NAME",
@@ -480,4 +479,112 @@ fn lambda_s_invoke_answers_a_function_error_as_lambda_does() {
         b"{}",
     );
     assert_eq!(status, 404);
+}
+
+/// A TCP relay in front of the MongoDB server that keeps every byte the
+/// clients send, so a test can see which commands reached the server.
+struct Relay {
+    uri: String,
+    sent: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Relay {
+    /// A relay to the server of `MONGODB_URI`, and the URI through it; none
+    /// when that URI names anything but one plain host (a replica set's or
+    /// an SRV URI's driver would go around the relay).
+    fn start() -> Option<Self> {
+        let uri = std::env::var("MONGODB_URI").ok()?;
+        let rest = uri.strip_prefix("mongodb://")?;
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (host, tail) = rest.split_at(end);
+        let lower = tail.to_ascii_lowercase();
+        if host.contains([',', '@']) || lower.contains("tls=true") || lower.contains("ssl=true") {
+            return None;
+        }
+        let tail = if lower.contains("directconnection=true") {
+            tail.to_owned()
+        } else if tail.contains('?') {
+            format!("{tail}&directConnection=true")
+        } else {
+            format!(
+                "{}?directConnection=true",
+                if tail.is_empty() { "/" } else { tail }
+            )
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (server, kept) = (host.to_owned(), sent.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { break };
+                let Ok(mut upstream) = std::net::TcpStream::connect(&server) else {
+                    continue;
+                };
+                let (Ok(mut back), Ok(mut down)) = (upstream.try_clone(), client.try_clone())
+                else {
+                    continue;
+                };
+                std::thread::spawn(move || std::io::copy(&mut back, &mut down));
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = client.read(&mut buf) {
+                        kept.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if upstream.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Some(Self {
+            uri: format!("mongodb://127.0.0.1:{port}{tail}"),
+            sent,
+        })
+    }
+
+    /// How many `ping` commands went through (the command's name leads its
+    /// OP_MSG body: `{ping: 1}` as an int32 or a double).
+    fn pings(&self) -> usize {
+        let sent = self.sent.lock().unwrap();
+        [&b"\x10ping\x00"[..], &b"\x01ping\x00"[..]]
+            .iter()
+            .map(|needle| sent.windows(needle.len()).filter(|w| w == needle).count())
+            .sum()
+    }
+}
+
+#[test]
+fn an_environment_started_for_a_request_sends_nothing_ahead_of_it_and_a_provisioned_one_opens_its_connection(
+) {
+    let login =
+        serde_json::json!({ "email": "nobody@example.com", "password": "not the password" })
+            .to_string();
+    let mut pings = Vec::new();
+    for init in ["on-demand", "provisioned-concurrency"] {
+        let Some(relay) = Relay::start() else {
+            eprintln!("MONGODB_URI names no single plain host to relay; nothing to check");
+            return;
+        };
+        let front = start(
+            &[
+                ("MONGODB_URI", relay.uri.clone()),
+                ("AWS_LAMBDA_INITIALIZATION_TYPE", init.to_owned()),
+            ],
+            &["AWS_LAMBDA_INITIALIZATION_TYPE"],
+        );
+        // The login reads the store at once; with its URI given directly the
+        // warm-up has the store before the invocation is handed over.
+        let (status, body) = send(&front.base, "POST", "/admin/login", login.as_bytes());
+        assert_eq!(status, 401, "{init}: {body}");
+        pings.push((init, relay.pings()));
+    }
+    assert_eq!(
+        pings,
+        [("on-demand", 0), ("provisioned-concurrency", 1)],
+        "an on-demand environment's request opens the connection with its own command; a \
+         provisioned one's warm-up opens it with a ping"
+    );
 }

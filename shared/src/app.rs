@@ -51,7 +51,8 @@ struct LazyStore {
     cfg: DatabaseConfig,
     secrets: Option<SecretStore>,
     cell: OnceCell<Store>,
-    /// Set once a request has asked for the store: its own first command
+    /// Set once an invocation has arrived (or, outside the Lambda runtime,
+    /// a request has asked for the store): the request's own first command
     /// will open the connection, so the warm-up need not.
     wanted: AtomicBool,
 }
@@ -159,10 +160,20 @@ impl App {
     /// The store, connecting on first use. A failure (URI secret unreachable)
     /// is a 503 for this request, and the next request tries again.
     pub async fn store(&self) -> Result<&Store, ApiError> {
+        self.invocation_arrived();
+        self.connected_store().await
+    }
+
+    /// Tells the warm-up that an invocation is being served, before its
+    /// handler runs: a request that uses the store opens the pooled
+    /// connection with its own first command. An authenticated request asks
+    /// for the store only once its token is checked, which on a cold start
+    /// waits for the signing key; a warm-up that saw no request by then
+    /// would queue a `ping` ahead of the request's first command.
+    pub fn invocation_arrived(&self) {
         if let Some(db) = &self.database {
             db.wanted.store(true, Ordering::Relaxed);
         }
-        self.connected_store().await
     }
 
     /// Whether the store is connected already; false while a cold start's
@@ -288,8 +299,9 @@ impl App {
             tokio::spawn(async move {
                 // The first command opens the pooled connection, which the
                 // request then reuses (one connection: `Store::connect`). A
-                // ping is only for that: if a request is already waiting for
-                // the store, its own command opens the connection instead.
+                // ping is only for that: once an invocation has arrived, its
+                // own command opens the connection instead; the ping is for
+                // an environment initialised ahead of its first request.
                 let connected = match self.connected_store().await {
                     Ok(store) => match self.config.function.indexes_at_start() {
                         StartIndexes::All => store.ensure_indexes().await,

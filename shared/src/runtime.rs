@@ -31,6 +31,7 @@ where
     block_on(async move {
         let (app, metrics) = start(function).await?;
         lambda_http::run(lambda_http::service_fn(move |req: Request| {
+            app.invocation_arrived();
             if let Some(context) = req.lambda_context_ref() {
                 before(metrics, context);
             }
@@ -57,6 +58,7 @@ where
     block_on(async move {
         let (app, metrics) = start(function).await?;
         lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<E>| {
+            app.invocation_arrived();
             before(metrics, &event.context);
             let answer = handler(app, event);
             async move {
@@ -79,10 +81,44 @@ fn block_on(serve: impl Future<Output = Result<(), Error>>) -> Result<(), Error>
 async fn start(function: Function) -> Result<(&'static App, Metrics), Error> {
     telemetry::init();
     let app = App::start(function).await?;
+    if invocation_waiting(
+        std::env::var(AWS_LAMBDA_INITIALIZATION_TYPE)
+            .ok()
+            .as_deref(),
+    ) {
+        app.invocation_arrived();
+    }
     let metrics = Metrics::install(&app.config.service_name)?;
     Ok((app, metrics))
 }
 
+/// The variable Lambda sets to how this execution environment was started:
+/// `on-demand`, `provisioned-concurrency` or `snap-start`.
+pub const AWS_LAMBDA_INITIALIZATION_TYPE: &str = "AWS_LAMBDA_INITIALIZATION_TYPE";
+
+/// Whether an invocation is already waiting for this environment: an
+/// on-demand environment is started for one, so its request opens the
+/// database connection itself and the warm-up sends nothing ahead of it. A
+/// provisioned (or restored) environment may wait minutes for its first
+/// request, and one started outside Lambda cannot tell; their warm-up opens
+/// the connection ([`App::warm`]).
+pub fn invocation_waiting(initialization_type: Option<&str>) -> bool {
+    initialization_type == Some("on-demand")
+}
+
 fn before(metrics: Metrics, context: &Context) {
     metrics.before_invocation(&context.request_id, context.xray_trace_id.as_deref());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_on_demand_environment_has_an_invocation_waiting_at_init() {
+        assert!(invocation_waiting(Some("on-demand")));
+        assert!(!invocation_waiting(Some("provisioned-concurrency")));
+        assert!(!invocation_waiting(Some("snap-start")));
+        assert!(!invocation_waiting(None));
+    }
 }

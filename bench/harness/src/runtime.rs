@@ -110,6 +110,8 @@ impl Function {
                 "AWS_LAMBDA_LOG_STREAM_NAME",
                 format!("bench/[$LATEST]{instance:032x}"),
             )
+            // As Lambda says of an environment it starts for a waiting invocation.
+            .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
             .env("_HANDLER", "bootstrap")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
