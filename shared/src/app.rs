@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::OnceCell;
 
 use crate::auth::{KeyProvider, Tokens};
-use crate::config::{Config, ConfigError, DatabaseConfig, Function, SecretSource, StartIndexes};
+use crate::config::{Config, ConfigError, DatabaseConfig, SecretSource};
 use crate::error::ApiError;
 use crate::events::Publisher;
+use crate::functions::{Function, StartIndexes};
 use crate::secrets::SecretStore;
 use crate::store::Store;
 use crate::telemetry::{self, Metric};
@@ -72,7 +73,7 @@ impl App {
     /// Reads the environment for `function` and builds what it needs. Nothing
     /// here waits on the network; [`App::warm`] starts the connection.
     pub async fn init(function: Function) -> Result<Self, ConfigError> {
-        let config = Config::from_env(function)?;
+        let config = Config::from_env(function.sections())?;
         Self::from_config(config).await
     }
 
@@ -293,8 +294,9 @@ impl App {
     /// secret, if any) and the signing-key fetch, side by side and overlapping
     /// the runtime's own start. A request that arrives first waits for the
     /// same work rather than repeating it; failures are logged and retried by
-    /// requests.
-    pub fn warm(&'static self) {
+    /// requests. `indexes` are the ones the function ensures while it starts
+    /// ([`Function::indexes_at_start`]).
+    pub fn warm(&'static self, indexes: StartIndexes) {
         if self.database.is_some() {
             tokio::spawn(async move {
                 // The first command opens the pooled connection, which the
@@ -303,7 +305,7 @@ impl App {
                 // own command opens the connection instead; the ping is for
                 // an environment initialised ahead of its first request.
                 let connected = match self.connected_store().await {
-                    Ok(store) => match self.config.function.indexes_at_start() {
+                    Ok(store) => match indexes {
                         StartIndexes::All => store.ensure_indexes().await,
                         StartIndexes::Unique => store.ensure_unique_indexes().await,
                         StartIndexes::UniqueAndDeleted => {
@@ -335,7 +337,7 @@ impl App {
     /// of the process (an execution environment), and starts warming it.
     pub async fn start(function: Function) -> Result<&'static Self, ConfigError> {
         let app: &'static Self = Box::leak(Box::new(Self::init(function).await?));
-        app.warm();
+        app.warm(function.indexes_at_start());
         Ok(app)
     }
 }

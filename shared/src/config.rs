@@ -1,6 +1,8 @@
 //! Configuration from environment variables, read once per execution environment.
 //!
-//! Each function reads only the sections it needs ([`Function::sections`]); the
+//! Variables come in [`Section`]s and each function reads only the sections it
+//! needs (the table in `functions.rs` names them; this module does not
+//! know the functions, so the dependency runs one way); the
 //! names of every variable live here, once, so that the README, template.yaml
 //! and the code cannot drift apart (a test reads the template and compares).
 //! Values are parsed and checked here; nothing else reads the environment
@@ -9,8 +11,6 @@
 
 use std::fmt;
 use std::time::Duration;
-
-pub use crate::functions::{Auth, Function, StartIndexes};
 
 /// A group of variables that belong together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +100,7 @@ pub const LOCAL_ONLY_VARS: &[&str] = &[
 ];
 
 impl Section {
+    /// The variables of this section, in the order they are read.
     pub fn vars(self) -> &'static [&'static str] {
         match self {
             Section::Database => &[
@@ -130,6 +131,11 @@ impl Section {
             Section::Audit => &[AUDIT_RETENTION_DAYS],
         }
     }
+}
+
+/// Every variable of `sections`, in the order [`Config::from_lookup`] reads them.
+pub fn vars(sections: &[Section]) -> impl Iterator<Item = &'static str> + '_ {
+    sections.iter().flat_map(|s| s.vars()).copied()
 }
 
 /// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
@@ -199,8 +205,6 @@ pub struct Limits {
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The function this configuration was read for.
-    pub function: Function,
     pub database: Option<DatabaseConfig>,
     pub tokens: Option<TokenConfig>,
     pub bcrypt_cost: u32,
@@ -251,22 +255,22 @@ pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 400;
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 impl Config {
-    /// Reads the process environment for `function`.
-    pub fn from_env(function: Function) -> Result<Self, ConfigError> {
-        Self::from_lookup(function, |name| std::env::var(name).ok())
+    /// Reads the process environment's variables of `sections` (a
+    /// function's `Function::sections`).
+    pub fn from_env(sections: &[Section]) -> Result<Self, ConfigError> {
+        Self::from_lookup(sections, |name| std::env::var(name).ok())
     }
 
-    /// Reads the variables of `function`'s sections through `get`, which the
-    /// tests replace to see exactly which names are read.
+    /// Reads the variables of `sections` through `get`, which the tests
+    /// replace to see exactly which names are read.
     pub fn from_lookup(
-        function: Function,
+        sections: &[Section],
         mut get: impl FnMut(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let sections = function.sections();
         // Read every variable before judging any, so the set read is the same
         // whatever the values are.
         let mut values = std::collections::HashMap::new();
-        for name in function.env_vars() {
+        for name in vars(sections) {
             if let Some(v) = get(name).filter(|v| !v.trim().is_empty()) {
                 values.insert(name, v);
             }
@@ -417,7 +421,6 @@ impl Config {
             var(SERVICE_NAME).unwrap_or_else(|| crate::telemetry::metric::LOCAL_SERVICE.to_owned());
 
         Ok(Self {
-            function,
             database,
             tokens,
             bcrypt_cost,

@@ -188,11 +188,7 @@ impl Function {
 
     /// Every variable this function reads.
     pub fn env_vars(self) -> Vec<&'static str> {
-        self.sections()
-            .iter()
-            .flat_map(|s| s.vars())
-            .copied()
-            .collect()
+        crate::config::vars(self.sections()).collect()
     }
 }
 
@@ -207,5 +203,18 @@ mod tests {
         }
         assert_eq!(Function::for_route("GET", "/admin/login"), None);
         assert_eq!(Function::routes().count(), 8);
+    }
+
+    #[test]
+    fn each_function_reads_exactly_its_declared_variables() {
+        for f in Function::ALL {
+            let mut read = Vec::new();
+            let _ = crate::config::Config::from_lookup(f.sections(), |name| {
+                read.push(name.to_owned());
+                None
+            });
+            let declared: Vec<String> = f.env_vars().iter().map(|s| s.to_string()).collect();
+            assert_eq!(read, declared, "{f:?}");
+        }
     }
 }

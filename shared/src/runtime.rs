@@ -17,7 +17,7 @@ use lambda_runtime::{Context, Error, LambdaEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::config::Function;
+use crate::functions::Function;
 use crate::telemetry::{self, Metrics};
 use crate::App;
 

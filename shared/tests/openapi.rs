@@ -528,9 +528,9 @@ async fn the_sigv4_scheme_is_documented_on_exactly_the_routes_behind_iam() {
         let documents_sigv4 = security
             .and_then(Value::as_array)
             .is_some_and(|reqs| reqs.iter().any(|r| r.get("sigv4").is_some()));
-        let behind_iam = shared::config::Function::for_route(&method, &path)
+        let behind_iam = shared::functions::Function::for_route(&method, &path)
             .and_then(|f| f.route())
-            .is_some_and(|r| r.auth == shared::config::Auth::Iam);
+            .is_some_and(|r| r.auth == shared::functions::Auth::Iam);
         assert_eq!(documents_sigv4, behind_iam, "{method} {path}");
         if behind_iam {
             let r = t.call(event(&method, &path, &[], None, None)).await;
@@ -641,7 +641,7 @@ fn every_error_response_refers_to_the_one_error_body_of_the_service_or_of_the_ga
 
 #[test]
 fn the_gateways_own_answers_are_documented_exactly_where_the_gateway_gives_them() {
-    use shared::config::Auth;
+    use shared::functions::Auth;
     use shared::lambda_http::http::{HeaderValue, StatusCode};
     use shared::lambda_http::{Body, Response};
 
@@ -667,7 +667,7 @@ fn the_gateways_own_answers_are_documented_exactly_where_the_gateway_gives_them(
     }
 
     for (method, path) in documented_routes() {
-        let auth = shared::config::Function::for_route(&method, &path)
+        let auth = shared::functions::Function::for_route(&method, &path)
             .and_then(|f| f.route())
             .unwrap_or_else(|| panic!("{method} {path} is no function's route"))
             .auth;

@@ -34,10 +34,11 @@ use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use shared::aws_lambda_events::eventbridge::EventBridgeEvent;
 use shared::aws_lambda_events::sqs::SqsEvent;
 use shared::config::{
-    Auth, Config, Function, Section, AUDIT_RETENTION_DAYS, DEFAULT_AUDIT_RETENTION_DAYS,
-    DELETED_RETENTION_DAYS, EVENT_BUS_NAME, JWT_SECRET, JWT_SECRET_ARN, LOCAL_ONLY_VARS,
-    MONGODB_URI_SECRET_ARN, OPERATION_LEASE_SECS, PROVISIONING_ALLOW_PLAINTEXT,
+    Config, Section, AUDIT_RETENTION_DAYS, DEFAULT_AUDIT_RETENTION_DAYS, DELETED_RETENTION_DAYS,
+    EVENT_BUS_NAME, JWT_SECRET, JWT_SECRET_ARN, LOCAL_ONLY_VARS, MONGODB_URI_SECRET_ARN,
+    OPERATION_LEASE_SECS, PROVISIONING_ALLOW_PLAINTEXT,
 };
+use shared::functions::{Auth, Function};
 use shared::lambda_http::request::RequestContext;
 use shared::lambda_http::RequestExt;
 use shared::provisioning::{classify, Kind, DETAIL_TYPE};
@@ -371,7 +372,7 @@ fn config_from_template(
         .iter()
         .map(|(k, v)| (k.clone(), deployed_value(t, v, overrides)))
         .collect();
-    Config::from_lookup(f, |name| env.get(name).cloned())
+    Config::from_lookup(f.sections(), |name| env.get(name).cloned())
 }
 
 fn read_events() -> Vec<(String, serde_json::Value, String)> {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use shared::aws::{self, CaBundle};
-use shared::config::{Config, Function, AWS_CA_BUNDLE, JWT_SECRET_ARN, MONGODB_URI};
+use shared::config::{Config, AWS_CA_BUNDLE, JWT_SECRET_ARN, MONGODB_URI};
+use shared::functions::Function;
 use shared::secrets::{SecretStore, CURRENT};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -129,7 +130,7 @@ async fn an_unusable_aws_ca_bundle_stops_the_function_at_init() {
         not_pem.to_string_lossy().into_owned(),
         dir.join("missing.pem").to_string_lossy().into_owned(),
     ] {
-        let config = Config::from_lookup(Function::Authorizer, |name| match name {
+        let config = Config::from_lookup(Function::Authorizer.sections(), |name| match name {
             JWT_SECRET_ARN => Some("arn:aws:secretsmanager:us-east-1:1:secret:k".to_owned()),
             MONGODB_URI => Some("mongodb://127.0.0.1:9".to_owned()),
             AWS_CA_BUNDLE => Some(path.clone()),

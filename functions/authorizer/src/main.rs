@@ -5,7 +5,7 @@
 #![recursion_limit = "256"]
 
 use shared::aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
-use shared::config::Function;
+use shared::functions::Function;
 use shared::lambda_runtime::{Error, LambdaEvent};
 use shared::{handlers, runtime};
 

@@ -5,7 +5,7 @@
 
 #![recursion_limit = "256"]
 
-use shared::config::Function;
+use shared::functions::Function;
 use shared::lambda_runtime::{Error, LambdaEvent};
 use shared::runtime;
 

@@ -4,7 +4,7 @@
 // is too low to compute their layout.
 #![recursion_limit = "256"]
 
-use shared::config::Function;
+use shared::functions::Function;
 use shared::lambda_runtime::Error;
 use shared::{handlers, runtime};
 

@@ -8,7 +8,7 @@
 
 use std::process::ExitCode;
 
-use shared::config::Function;
+use shared::functions::Function;
 use shared::{handlers, lambda_http, lambda_runtime, provisioning, App};
 
 #[tokio::main]

@@ -1,5 +1,25 @@
-//! The configuration's unit tests.
+//! The configuration's unit tests, each reading the sections it is about
+//! (which function reads which is `functions.rs`'s concern, tested there).
 use super::*;
+
+/// What a function that issues tokens and checks passwords reads.
+const TOKENS_AND_PASSWORDS: &[Section] = &[
+    Section::Telemetry,
+    Section::Aws,
+    Section::Database,
+    Section::Tokens,
+    Section::Passwords,
+];
+/// What a function that provisions organizations reads.
+const PROVISIONING: &[Section] = &[
+    Section::Telemetry,
+    Section::Aws,
+    Section::Database,
+    Section::Passwords,
+    Section::PasswordPolicy,
+    Section::Limits,
+    Section::Provisioning,
+];
 
 fn lookup<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl FnMut(&str) -> Option<String> + 'a {
     move |name| {
@@ -13,22 +33,9 @@ fn lookup<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl FnMut(&str) -> Option<Str
 const KEY: &str = "a-local-signing-key-of-32-bytes-or-more";
 
 #[test]
-fn each_function_reads_exactly_its_declared_variables() {
-    for f in Function::ALL {
-        let mut read = Vec::new();
-        let _ = Config::from_lookup(f, |name| {
-            read.push(name.to_owned());
-            None
-        });
-        let declared: Vec<String> = f.env_vars().iter().map(|s| s.to_string()).collect();
-        assert_eq!(read, declared, "{f:?}");
-    }
-}
-
-#[test]
 fn defaults_apply_when_only_the_secrets_are_given() {
     let cfg = Config::from_lookup(
-        Function::Login,
+        TOKENS_AND_PASSWORDS,
         lookup(&[(MONGODB_URI, "mongodb://localhost"), (JWT_SECRET, KEY)]),
     )
     .unwrap();
@@ -42,7 +49,7 @@ fn defaults_apply_when_only_the_secrets_are_given() {
 #[test]
 fn a_secret_arn_wins_over_a_local_value() {
     let cfg = Config::from_lookup(
-        Function::Get,
+        &[Section::Telemetry, Section::Aws, Section::Database],
         lookup(&[
             (MONGODB_URI, "mongodb://x"),
             (MONGODB_URI_SECRET_ARN, "arn:x"),
@@ -70,17 +77,26 @@ fn bad_values_are_refused_at_start_up() {
         let mut pairs = base.to_vec();
         pairs.push((name, value));
         assert!(
-            Config::from_lookup(Function::Login, lookup(&pairs)).is_err(),
+            Config::from_lookup(TOKENS_AND_PASSWORDS, lookup(&pairs)).is_err(),
             "{name}={value}"
         );
     }
-    assert!(Config::from_lookup(Function::Get, lookup(&[])).is_err());
+    assert!(Config::from_lookup(
+        &[Section::Telemetry, Section::Aws, Section::Database],
+        lookup(&[])
+    )
+    .is_err());
 }
 
 #[test]
 fn a_short_local_signing_key_is_refused_with_the_variable_named() {
     let err = Config::from_lookup(
-        Function::Authorizer,
+        &[
+            Section::Telemetry,
+            Section::Aws,
+            Section::Database,
+            Section::Tokens,
+        ],
         lookup(&[
             (MONGODB_URI, "mongodb://x"),
             (JWT_SECRET, "0123456789abcdef"),
@@ -94,7 +110,7 @@ fn a_short_local_signing_key_is_refused_with_the_variable_named() {
 #[test]
 fn limits_default_on_and_zero_turns_each_off() {
     let base = [(MONGODB_URI, "mongodb://x")];
-    let cfg = Config::from_lookup(Function::Create, lookup(&base)).unwrap();
+    let cfg = Config::from_lookup(PROVISIONING, lookup(&base)).unwrap();
     assert_eq!(
         cfg.limits.max_organizations,
         Some(DEFAULT_MAX_ORGANIZATIONS)
@@ -108,18 +124,18 @@ fn limits_default_on_and_zero_turns_each_off() {
         (CREATE_LIMIT_PER_SOURCE_PER_HOUR, "0"),
         (PROVISIONING_ALLOW_PLAINTEXT, "true"),
     ]);
-    let cfg = Config::from_lookup(Function::Create, lookup(&off)).unwrap();
+    let cfg = Config::from_lookup(PROVISIONING, lookup(&off)).unwrap();
     assert_eq!(cfg.limits, Limits::default());
     assert!(cfg.provisioning_plaintext);
     let mut bad = base.to_vec();
     bad.push((PROVISIONING_ALLOW_PLAINTEXT, "yes"));
-    assert!(Config::from_lookup(Function::Create, lookup(&bad)).is_err());
+    assert!(Config::from_lookup(PROVISIONING, lookup(&bad)).is_err());
 }
 
 #[test]
 fn secrets_do_not_print() {
     let cfg = Config::from_lookup(
-        Function::Login,
+        TOKENS_AND_PASSWORDS,
         lookup(&[
             (MONGODB_URI, "mongodb://u:hunter2@h"),
             (JWT_SECRET, "topsecret-topsecret-topsecret-topsecret"),

@@ -157,7 +157,6 @@ impl TestApp {
         let mut dbc = database_config(&uri, &db);
         tweak(&mut dbc);
         let config = Config {
-            function: shared::config::Function::Login,
             database: Some(dbc.clone()),
             tokens: Some(token_config()),
             bcrypt_cost: 4,
