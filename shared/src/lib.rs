@@ -6,7 +6,7 @@
 //! - [`app`]: [`App`], what an execution environment holds: configuration,
 //!   the store (connected on first use), tokens, the event publisher, warm-up.
 //! - [`functions`]: the one table of functions, their routes and sections.
-//! - [`config`]: environment variables, per function, read once.
+//! - [`config`]: environment variables in sections, read once.
 //! - [`domain`]: validated names, emails and passwords.
 //! - [`store`]: MongoDB: the master database, tenant collections, the
 //!   crash-safe create / rename / delete / restore / purge sequences, and
