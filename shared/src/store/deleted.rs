@@ -73,7 +73,7 @@ pub(super) enum Moved {
 /// from, which waits for nothing else, so the caller runs
 /// [`Store::remove_restored_record`] beside publishing the event. A record
 /// that stays behind (a crash, a failed removal) is removed the next time
-/// anything settles it ([`Store::settle_record`]).
+/// anything settles it (`Store::settle_record`).
 #[must_use = "the deleted record stays until Store::remove_restored_record"]
 #[derive(Debug)]
 pub struct Restored {

@@ -11,16 +11,16 @@
 //! indexes on `names` (every name an organization holds, including the one a
 //! rename is moving to), `name`, `collection_name` and the admin `email`.
 //!
-//! - [`model`]: the documents and the states an organization goes through.
-//! - [`lifecycle`]: create, rename and delete, and settling what a crash left.
-//! - [`deleted`]: soft-deleted organizations: their records, restore.
-//! - [`purge`]: removing deleted organizations past their retention.
-//! - [`audit`]: the audit trail of actions and login attempts.
-//! - [`listing`]: every organization, live and deleted, for operators.
-//! - [`admins`]: admins, their sessions (token versions) and credentials.
-//! - [`throttle`]: login throttling and the per-source create limit.
-//! - [`outbox`]: lifecycle events recorded with the operations' steps.
-//! - [`idempotency`]: `Idempotency-Key` records.
+//! - `model`: the documents and the states an organization goes through.
+//! - `lifecycle`: create, rename and delete, and settling what a crash left.
+//! - `deleted`: soft-deleted organizations: their records, restore.
+//! - `purge`: removing deleted organizations past their retention.
+//! - `audit`: the audit trail of actions and login attempts.
+//! - `listing`: every organization, live and deleted, for operators.
+//! - `admins`: admins, their sessions (token versions) and credentials.
+//! - `throttle`: login throttling and the per-source create limit.
+//! - `outbox`: lifecycle events recorded with the operations' steps.
+//! - `idempotency`: `Idempotency-Key` records.
 //!
 //! This file holds the connection, the collections and their indexes. What
 //! lives elsewhere: validation (`domain`), hashing (`auth`), HTTP (`http`),
