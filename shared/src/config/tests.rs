@@ -2,6 +2,15 @@
 //! (which function reads which is `functions.rs`'s concern, tested there).
 use super::*;
 
+/// What a function that only reads the database reads.
+const DATABASE_ONLY: &[Section] = &[Section::Telemetry, Section::Aws, Section::Database];
+/// What a function that verifies tokens reads.
+const VERIFIES_TOKENS: &[Section] = &[
+    Section::Telemetry,
+    Section::Aws,
+    Section::Database,
+    Section::Tokens,
+];
 /// What a function that issues tokens and checks passwords reads.
 const TOKENS_AND_PASSWORDS: &[Section] = &[
     Section::Telemetry,
@@ -49,7 +58,7 @@ fn defaults_apply_when_only_the_secrets_are_given() {
 #[test]
 fn a_secret_arn_wins_over_a_local_value() {
     let cfg = Config::from_lookup(
-        &[Section::Telemetry, Section::Aws, Section::Database],
+        DATABASE_ONLY,
         lookup(&[
             (MONGODB_URI, "mongodb://x"),
             (MONGODB_URI_SECRET_ARN, "arn:x"),
@@ -81,22 +90,13 @@ fn bad_values_are_refused_at_start_up() {
             "{name}={value}"
         );
     }
-    assert!(Config::from_lookup(
-        &[Section::Telemetry, Section::Aws, Section::Database],
-        lookup(&[])
-    )
-    .is_err());
+    assert!(Config::from_lookup(DATABASE_ONLY, lookup(&[])).is_err());
 }
 
 #[test]
 fn a_short_local_signing_key_is_refused_with_the_variable_named() {
     let err = Config::from_lookup(
-        &[
-            Section::Telemetry,
-            Section::Aws,
-            Section::Database,
-            Section::Tokens,
-        ],
+        VERIFIES_TOKENS,
         lookup(&[
             (MONGODB_URI, "mongodb://x"),
             (JWT_SECRET, "0123456789abcdef"),
